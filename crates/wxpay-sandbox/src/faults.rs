@@ -74,6 +74,9 @@ pub struct FaultSet {
     pub token_quota_exhausted: bool,
     /// v3 refunds answer `403 NOT_ENOUGH` (insufficient merchant balance) while set.
     pub refund_not_enough: bool,
+    /// Probability (v3) that a signed API response carries a SIGNTEST probe signature
+    /// (`Wechatpay-Signature: WECHATPAY/SIGNTEST/…`) instead of a valid one.
+    pub signtest_response: f64,
 }
 
 /// Make one endpoint fail.
@@ -132,6 +135,7 @@ pub mod counter {
     pub const TOKEN_EARLY: &str = "token_early_invalidation";
     pub const TOKEN_QUOTA: &str = "token_quota_exhausted";
     pub const REFUND_NOT_ENOUGH: &str = "refund_not_enough";
+    pub const SIGNTEST_RESPONSE: &str = "signtest_response";
 }
 
 /// `GET /sandbox/api/faults`.

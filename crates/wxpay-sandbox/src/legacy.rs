@@ -40,6 +40,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/cgi-bin/token", get(token))
         .route("/pay/genprepay", post(genprepay))
         .route("/pay/orderquery", post(orderquery))
+        .route("/pay/delivernotify", post(delivernotify))
         .layer(from_fn_with_state(
             inner.clone(),
             crate::fault_layer::endpoint_faults,
@@ -447,6 +448,58 @@ async fn orderquery(
             order_info: Some(info),
         },
     )
+}
+
+/// A.8 `pay/delivernotify`: the merchant reports delivery of a paid order.
+async fn delivernotify(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
+    let m = match check_token(&inner, q.as_deref()) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let required = [
+        "appid",
+        "openid",
+        "transid",
+        "out_trade_no",
+        "deliver_timestamp",
+        "deliver_status",
+        "app_signature",
+        "sign_method",
+    ];
+    let fields = match parse_fields(&body, &required) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if fields["appid"] != m.appid {
+        return errcode(40013, "invalid appid: appid does not match access_token");
+    }
+    if !fields["sign_method"].eq_ignore_ascii_case("sha1") {
+        return errcode(49001, "invalid sign_method");
+    }
+    let signed: BTreeMap<String, String> = fields
+        .iter()
+        .filter(|(k, _)| k.as_str() != "app_signature" && k.as_str() != "sign_method")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !verify_app_signature(&signed, &secret(&m.app_key), &fields["app_signature"]) {
+        return errcode(49002, "invalid app_signature");
+    }
+    let st = inner.lock();
+    let Some(&idx) = st
+        .by_out_trade_no
+        .get(&(m.partner.clone(), fields["out_trade_no"].clone()))
+    else {
+        return errcode(49011, "order not exist");
+    };
+    let o = &st.orders[idx];
+    if !o.state.is_paid() || o.transaction_id.as_deref() != Some(fields["transid"].as_str()) {
+        return errcode(49012, "order not paid or transid mismatch");
+    }
+    json_response(200, &json!({"errcode": 0, "errmsg": "ok"}))
 }
 
 /// The A.6 notification of a freshly paid legacy order.

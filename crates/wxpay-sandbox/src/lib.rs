@@ -27,7 +27,7 @@
 //!
 //! ## Endpoints
 //! * Legacy (PROTOCOL.md A): `GET /cgi-bin/token`, `POST /pay/genprepay?access_token=`,
-//!   `POST /pay/orderquery?access_token=`; payment notifications as A.6 (POST to `notify_url` with
+//!   `POST /pay/orderquery?access_token=`, `POST /pay/delivernotify?access_token=` (A.8); payment notifications as A.6 (POST to `notify_url` with
 //!   the MD5-signed query string and the XML body with `AppSignature`), retried until the merchant
 //!   answers `success`.
 //! * APIv3 (PROTOCOL.md B): `POST /v3/pay/transactions/{app,jsapi,native}`,
@@ -91,7 +91,8 @@
 //! | 49008 | `out_trade_no used with a different package` | same out_trade_no, other order description |
 //! | 49009 | `invalid timestamp` | `timestamp` is not 10-digit Unix seconds |
 //! | 49010 | `invalid traceid/noncestr` | longer than 32 characters |
-//! | 49011 | `order not exist` | orderquery for an unknown out_trade_no |
+//! | 49011 | `order not exist` | orderquery / delivernotify for an unknown out_trade_no |
+//! | 49012 | `order not paid or transid mismatch` | delivernotify for an unpaid order or another transaction id |
 //!
 //! ## APIv3 errors
 //! `{"code","message","detail":{"field","value","issue","location"}}` with HTTP status:
@@ -338,19 +339,38 @@ impl SandboxHandle {
             ts = self.sandbox.inner.time_scale,
             seed = self.sandbox.seed()
         );
+        // Credentials are printed only where they are the published demo ones.
         for m in &cfg.legacy_merchants {
-            s.push_str(&format!(
-                "  legacy merchant: appid={} app_secret={} partner={} partner_key={} app_key={} (token quota {}/day)\n",
-                m.appid, m.app_secret, m.partner, m.partner_key, m.app_key, m.token_daily_quota
-            ));
+            let demo = m.app_secret == config::DEMO_LEGACY_APP_SECRET
+                && m.partner_key == config::DEMO_LEGACY_PARTNER_KEY
+                && m.app_key == config::DEMO_LEGACY_APP_KEY;
+            if demo {
+                s.push_str(&format!(
+                    "  legacy merchant (demo): appid={} app_secret={} partner={} partner_key={} app_key={} (token quota {}/day)\n",
+                    m.appid, m.app_secret, m.partner, m.partner_key, m.app_key, m.token_daily_quota
+                ));
+            } else {
+                s.push_str(&format!(
+                    "  legacy merchant: appid={} partner={} (token quota {}/day)\n",
+                    m.appid, m.partner, m.token_daily_quota
+                ));
+            }
         }
         for m in &cfg.v3_merchants {
+            let key = if m.apiv3_key == config::DEMO_V3_APIV3_KEY {
+                format!(
+                    " apiv3_key={} merchant key=demo/keys/official_test_key.pem",
+                    m.apiv3_key
+                )
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
-                "  v3 merchant: mchid={} appids={} serial_no={} apiv3_key={} verify_mode={:?} public_key_id={}\n    WeChat Pay public key: GET {}/sandbox/api/merchants/{}/wechatpay-public-key\n",
+                "  v3 merchant: mchid={} appids={} serial_no={}{} verify_mode={:?} public_key_id={}\n    WeChat Pay public key: GET {}/sandbox/api/merchants/{}/wechatpay-public-key\n",
                 m.mchid,
                 m.appids.join(","),
                 m.merchant_serial_no,
-                m.apiv3_key,
+                key,
                 m.verify_mode,
                 m.public_key_id(),
                 self.base_url,

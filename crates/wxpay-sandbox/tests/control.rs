@@ -394,5 +394,16 @@ wechatpay_public_key_id = "PUB_KEY_ID_0114232134912410000000000000"
     .await;
     assert!(v["access_token"].is_string());
     assert!(h.banner().contains(&h.base_url));
+    assert!(
+        !h.banner().contains("s3cret"),
+        "non-demo secrets are not printed"
+    );
+    let (demo, _) = start(1.0).await;
+    assert!(
+        demo.banner()
+            .contains(wxpay_sandbox::DEMO_LEGACY_APP_SECRET)
+    );
+    assert!(demo.banner().contains("a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"));
+    demo.shutdown().await;
     h.shutdown().await;
 }

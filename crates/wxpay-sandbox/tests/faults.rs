@@ -512,3 +512,39 @@ async fn faults_over_http() {
     assert_eq!(r.status().as_u16(), 400);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn signtest_responses_fail_verification() {
+    let (h, clock) = start(1.0).await;
+    let c = V3Client::demo(&h.base_url, clock.clone());
+    let pk = public_key_verifier(&h);
+    h.set_faults(Faults::global(FaultSet {
+        signtest_response: 1.0,
+        ..Default::default()
+    }));
+    let r = c
+        .call(
+            "POST",
+            "/v3/pay/transactions/app",
+            Some(&app_order("stresp000001", 1, "https://e.com/n")),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("wechatpay-signature")
+            .unwrap()
+            .starts_with("WECHATPAY/SIGNTEST/")
+    );
+    assert!(!r.verify(&pk, T0));
+    h.set_faults(Faults::none());
+    let r = c
+        .call(
+            "POST",
+            "/v3/pay/transactions/app",
+            Some(&app_order("stresp000001", 1, "https://e.com/n")),
+        )
+        .await;
+    assert!(r.verify(&pk, T0));
+    assert_eq!(h.fault_count(counter::SIGNTEST_RESPONSE), 1);
+    h.shutdown().await;
+}

@@ -387,3 +387,58 @@ async fn a_slow_merchant_times_out() {
     assert_eq!(recs[1].outcome, Outcome::Success);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn delivernotify_checks_signature_and_order() {
+    let (h, _) = start(0.001).await;
+    let b = h.base_url.clone();
+    let rx = receiver(vec![], reply(200, "success")).await;
+    let tok = legacy_token(&b).await;
+    let prepay = genprepay(&b, &tok, &package("deliver-01", 1, &rx.url), T0).await["prepayid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = |transid: &str, tamper: bool| {
+        let mut f = std::collections::BTreeMap::new();
+        for (k, v) in [
+            ("appid", DEMO_LEGACY_APPID),
+            ("openid", "oSBXuser"),
+            ("transid", transid),
+            ("out_trade_no", "deliver-01"),
+            ("deliver_timestamp", "1700000000"),
+            ("deliver_status", "1"),
+            ("deliver_msg", "ok"),
+        ] {
+            f.insert(k.to_string(), v.to_string());
+        }
+        let sig = wxpay_proto::legacy::app_signature(&f, &secret(DEMO_LEGACY_APP_KEY));
+        let mut v = serde_json::to_value(&f).unwrap();
+        v["app_signature"] = json!(if tamper { "0".repeat(40) } else { sig });
+        v["sign_method"] = json!("sha1");
+        v.to_string()
+    };
+    let url = format!("{b}/pay/delivernotify?access_token={tok}");
+    assert_eq!(post_json(&url, &body("x", false)).await.1["errcode"], 49012);
+    let tid = h.pay_prepay(&prepay).unwrap().transaction_id.unwrap();
+    assert_eq!(post_json(&url, &body(&tid, true)).await.1["errcode"], 49002);
+    assert_eq!(post_json(&url, &body(&tid, false)).await.1["errcode"], 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn genprepay_rejects_non_integer_amounts() {
+    let (h, _) = start(1.0).await;
+    let tok = legacy_token(&h.base_url).await;
+    for fee in ["1.5", "-1", "abc", ""] {
+        let mut params = package("amount-01", 1, "http://127.0.0.1:9/n").params();
+        params.insert("total_fee".into(), fee.into());
+        let cs = wxpay_proto::form::Charset::Utf8;
+        let sign =
+            wxpay_proto::legacy::md5_sign(&params, &secret(DEMO_LEGACY_PARTNER_KEY), cs).unwrap();
+        let pkg = wxpay_proto::legacy::encode_package(&params, &sign, cs).unwrap();
+        let body = serde_json::to_string(&genprepay_body(&pkg, T0)).unwrap();
+        let v = genprepay_raw(&h.base_url, &tok, &body).await;
+        assert_eq!(v["errcode"], 49005, "total_fee {fee:?}: {v}");
+    }
+    h.shutdown().await;
+}

@@ -730,12 +730,33 @@ async fn v3_refunds_and_refund_notifications() {
             .json()["status"],
         "PROCESSING"
     );
+    // By transaction id too.
+    let tid = h.order("refund000001").unwrap().transaction_id.unwrap();
+    clock.advance(60);
+    let by_tid = json!({"transaction_id": tid, "out_refund_no": "R4", "amount": {"refund": 1, "total": 300, "currency": "CNY"}}).to_string();
+    let r = c
+        .call("POST", "/v3/refund/domestic/refunds", Some(&by_tid))
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "INVALID_REQUEST"),
+        "100 + 200 of 300 are taken"
+    );
+    h.complete_refund(Some(DEMO_V3_MCHID), "R3", "CLOSED")
+        .unwrap();
+    let r = c
+        .call("POST", "/v3/refund/domestic/refunds", Some(&by_tid))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["out_trade_no"].as_str()),
+        (200, Some("refund000001"))
+    );
     let r = c
         .call("GET", "/v3/refund/domestic/refunds/NOPE", None)
         .await;
     assert_eq!((r.status, r.code().as_str()), (404, "RESOURCE_NOT_EXISTS"));
     let o = h.order("refund000001").unwrap();
-    assert_eq!(o.refunds.len(), 3);
+    assert_eq!(o.refunds.len(), 4);
     let kinds: Vec<_> = h.notifications().iter().map(|r| r.kind).collect();
     assert!(kinds.contains(&NotificationKind::Refund));
     let r = c.call("POST", "/v3/refund/domestic/refunds", Some(&json!({"out_refund_no": "R9", "amount": {"refund": 1, "total": 300, "currency": "CNY"}}).to_string())).await;
@@ -971,5 +992,90 @@ async fn public_key_pem_is_served_and_verifies() {
     ))
     .await;
     assert_eq!(s, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn v3_abnormal_refund_can_be_applied_again() {
+    let (h, clock) = start(0.001).await;
+    let c = V3Client::demo(&h.base_url, clock.clone());
+    let rx = receiver(vec![], reply(200, "")).await;
+    let p = c
+        .call(
+            "POST",
+            "/v3/pay/transactions/app",
+            Some(&app_order("abn000000001", 100, &rx.url)),
+        )
+        .await
+        .json()["prepay_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.pay_prepay(&p).unwrap();
+    h.set_refund_rule(
+        None,
+        RefundRule {
+            outcome: "ABNORMAL".into(),
+            delay_secs: 0.0,
+        },
+    );
+    let refund =
+        json!({"out_trade_no": "abn000000001", "out_refund_no": "AB1", "notify_url": rx.url,
+                        "amount": {"refund": 100, "total": 100, "currency": "CNY"}})
+        .to_string();
+    let r = c
+        .call("POST", "/v3/refund/domestic/refunds", Some(&refund))
+        .await;
+    let refund_id = r.json()["refund_id"].as_str().unwrap().to_string();
+    let path = format!("/v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund");
+    let apply = json!({"out_refund_no": "AB1", "type": "USER_BANK_CARD"}).to_string();
+    // Still PROCESSING for a moment? Wait until ABNORMAL.
+    for _ in 0..200 {
+        if c.call("GET", "/v3/refund/domestic/refunds/AB1", None)
+            .await
+            .json()["status"]
+            == "ABNORMAL"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let bad = c
+        .call(
+            "POST",
+            &path,
+            Some(&json!({"out_refund_no": "AB1", "type": "CASH"}).to_string()),
+        )
+        .await;
+    assert_eq!(bad.json()["detail"]["field"], "/type");
+    let r = c.call("POST", &path, Some(&apply)).await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (200, Some("PROCESSING")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let hits = rx.wait_hits(3, Duration::from_secs(5)).await;
+    let events: Vec<String> = hits
+        .iter()
+        .map(|x| Notification::from_slice(&x.body).unwrap().event_type)
+        .collect();
+    assert_eq!(
+        events,
+        vec!["TRANSACTION.SUCCESS", "REFUND.ABNORMAL", "REFUND.SUCCESS"]
+    );
+    let again = c.call("POST", &path, Some(&apply)).await;
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (400, "INVALID_REQUEST")
+    );
+    let r = c
+        .call(
+            "POST",
+            "/v3/refund/domestic/refunds/999/apply-abnormal-refund",
+            Some(&apply),
+        )
+        .await;
+    assert_eq!(r.status, 404);
     h.shutdown().await;
 }

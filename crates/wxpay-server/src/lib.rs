@@ -1,14 +1,10 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The wxpay payment server: the app API, WeChat's notifications, health; configuration,
+//! startup and telemetry kept apart.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod auth;
+pub mod configuration;
+pub mod error;
+pub mod payments;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

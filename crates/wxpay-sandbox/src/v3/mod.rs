@@ -111,6 +111,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/v3/refund/domestic/refunds", post(refund::create))
         .route("/v3/refund/domestic/refunds/{no}", get(refund::query))
+        .route(
+            "/v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund",
+            post(refund::apply_abnormal),
+        )
         .route("/v3/certificates", get(certs::list))
         .route("/v3/bill/tradebill", get(bill::tradebill))
         .route("/v3/billdownload/file", get(bill::download))
@@ -244,12 +248,24 @@ pub(crate) async fn sign_response(
         parts.headers.insert("request-id", v);
     }
     if sign && let Some(mchid) = mchid {
-        let (ts, nonce) = {
+        let (ts, nonce, probe) = {
             let mut st = inner.lock();
-            (inner.now(), st.random_upper(32))
+            let p = st.faults.for_merchant(&[mchid]).signtest_response;
+            let probe = st.draw(p);
+            if probe {
+                st.count(crate::faults::counter::SIGNTEST_RESPONSE);
+            }
+            (
+                inner.now(),
+                st.random_upper(32),
+                probe.then(|| st.random_alnum(172)),
+            )
         };
         let msg = response_message(ts, &nonce, &bytes);
-        if let Some((serial, sig)) = inner.v3.sign(mchid, &msg, requested_serial) {
+        if let Some((serial, mut sig)) = inner.v3.sign(mchid, &msg, requested_serial) {
+            if let Some(p) = probe {
+                sig = format!("WECHATPAY/SIGNTEST/{p}");
+            }
             let h = &mut parts.headers;
             let mut put = |k: &'static str, v: String| {
                 if let Ok(v) = HeaderValue::from_str(&v) {

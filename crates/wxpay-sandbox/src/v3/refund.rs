@@ -239,9 +239,15 @@ pub(crate) async fn create(
         "CLOSED" => Some(RefundStatus::Closed),
         _ => None,
     };
+    schedule(&inner, ridx, status, rule.delay_secs);
+    ok_json(&view)
+}
+
+/// Decide refund `ridx` as `status` after `delay_secs` (scaled); None leaves it to the control API.
+fn schedule(inner: &Arc<Inner>, ridx: usize, status: Option<RefundStatus>, delay_secs: f64) {
     if let Some(status) = status {
         let inner2 = inner.clone();
-        let delay = inner.scaled(rule.delay_secs);
+        let delay = inner.scaled(delay_secs);
         tokio::spawn(async move {
             let mut shutdown = inner2.shutdown.subscribe();
             tokio::select! {
@@ -250,6 +256,67 @@ pub(crate) async fn create(
             }
         });
     }
+}
+
+/// `POST /v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund`: an ABNORMAL refund is
+/// sent again (to the user's or the merchant's bank card) and then ends as the refund rule says
+/// (an `ABNORMAL` rule counts as `SUCCESS` here).
+pub(crate) async fn apply_abnormal(
+    State(inner): State<Arc<Inner>>,
+    Extension(caller): Extension<Caller>,
+    Path(refund_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let v = parse_object(&body)?;
+    let out_refund_no = req_str(&v, "/out_refund_no", 64)?;
+    let kind = req_str(&v, "/type", 32)?;
+    if kind != "USER_BANK_CARD" && kind != "MERCHANT_BANK_CARD" {
+        return Err(ApiError::param_value(
+            "/type",
+            &json!(kind),
+            "type只能是USER_BANK_CARD或MERCHANT_BANK_CARD",
+        ));
+    }
+    if kind == "MERCHANT_BANK_CARD" {
+        req_str(&v, "/bank_type", 32)?;
+        req_str(&v, "/bank_account", 1024)?;
+        req_str(&v, "/real_name", 1024)?;
+    }
+    let (ridx, rule, view) = {
+        let mut st = inner.lock();
+        let ridx = st
+            .refunds
+            .iter()
+            .position(|r| r.mchid == caller.mchid && r.refund_id == refund_id)
+            .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))?;
+        if st.refunds[ridx].out_refund_no != out_refund_no {
+            return Err(ApiError::param_value(
+                "/out_refund_no",
+                &json!(out_refund_no),
+                "out_refund_no与refund_id不匹配",
+            ));
+        }
+        if st.refunds[ridx].status != RefundStatus::Abnormal {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                "退款单状态不是ABNORMAL，无法发起异常退款",
+            ));
+        }
+        st.refunds[ridx].status = RefundStatus::Processing;
+        let rule = st
+            .refund_rules
+            .get(&caller.mchid)
+            .cloned()
+            .unwrap_or_else(|| st.refund_rule.clone());
+        (ridx, rule, refund_json(&st, ridx))
+    };
+    let status = match rule.outcome.as_str() {
+        "SUCCESS" | "ABNORMAL" => Some(RefundStatus::Success),
+        "CLOSED" => Some(RefundStatus::Closed),
+        _ => None,
+    };
+    schedule(&inner, ridx, status, rule.delay_secs);
     ok_json(&view)
 }
 

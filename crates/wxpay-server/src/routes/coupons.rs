@@ -1,0 +1,140 @@
+use super::{State, idempotent};
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Query, State as S};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use wxpay_store::{Coupon, NewCoupon, new_id};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCoupon {
+    user_id: String,
+    discount_fen: i64,
+    #[serde(default)]
+    min_spend_fen: i64,
+    /// Unix seconds.
+    expires_at: Option<i64>,
+    code: Option<String>,
+}
+
+pub fn coupon_json(c: &Coupon) -> serde_json::Value {
+    json!({
+        "code": c.code, "user_id": c.user_id, "discount_fen": c.discount_fen,
+        "min_spend_fen": c.min_spend_fen, "expires_at": c.expires_at.map(|e| e / 1000),
+        "state": c.state, "order_no": c.order_no,
+    })
+}
+
+/// `POST /v1/coupons` (API key): issues a coupon to a user.
+pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = state.now_ms();
+    let principal = match authenticate(
+        &headers,
+        &state.settings.auth.api_keys,
+        state.settings.auth.jwt_secret.as_ref(),
+        now / 1000,
+    ) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if !principal.is_service() {
+        return ApiError::forbidden("issuing coupons needs an API key").into_response();
+    }
+    let st = state.clone();
+    let raw = body.clone();
+    idempotent::run(
+        &state,
+        &principal,
+        &headers,
+        "POST /v1/coupons",
+        &body,
+        || async move {
+            let req: CreateCoupon = serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+            if req.user_id.is_empty() || req.user_id.len() > 64 {
+                return Err(ApiError::unprocessable(
+                    "invalid_user_id",
+                    "user_id must be 1-64 characters",
+                ));
+            }
+            let code = match req.code {
+                Some(c)
+                    if !c.is_empty()
+                        && c.len() <= 32
+                        && c.chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') =>
+                {
+                    c
+                }
+                Some(_) => {
+                    return Err(ApiError::unprocessable(
+                        "invalid_code",
+                        "code must be 1-32 of [A-Za-z0-9_-]",
+                    ));
+                }
+                None => new_id("CPN").to_uppercase(),
+            };
+            if let Some(e) = req.expires_at {
+                if e * 1000 <= now {
+                    return Err(ApiError::unprocessable(
+                        "invalid_expiry",
+                        "expires_at is in the past",
+                    ));
+                }
+            }
+            let c = st
+                .store
+                .issue_coupon(
+                    &NewCoupon {
+                        code,
+                        user_id: req.user_id,
+                        discount_fen: req.discount_fen,
+                        min_spend_fen: req.min_spend_fen,
+                        expires_at: req.expires_at.map(|e| e * 1000),
+                    },
+                    now,
+                )
+                .await?;
+            Ok((StatusCode::CREATED, coupon_json(&c)))
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: Option<String>,
+}
+
+/// `GET /v1/coupons?user_id=`.
+pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let now = state.now_ms();
+    let principal = match authenticate(
+        &headers,
+        &state.settings.auth.api_keys,
+        state.settings.auth.jwt_secret.as_ref(),
+        now / 1000,
+    ) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let user = match (&principal, q.user_id) {
+        (_, Some(u)) => u,
+        (crate::auth::Principal::User { user_id }, None) => user_id.clone(),
+        (_, None) => {
+            return ApiError::bad_request("missing_user_id", "user_id is required").into_response();
+        }
+    };
+    if !principal.may_act_for(&user) {
+        return ApiError::forbidden("a user token sees only its own coupons").into_response();
+    }
+    match state.store.list_coupons(&user, now).await {
+        Ok(cs) => axum::Json(json!({"coupons": cs.iter().map(coupon_json).collect::<Vec<_>>()}))
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

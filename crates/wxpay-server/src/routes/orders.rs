@@ -1,0 +1,304 @@
+use super::{State, idempotent};
+use crate::auth::{Principal, authenticate};
+use crate::error::ApiError;
+use crate::payments;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as S};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wxpay_store::{NewOrder, Order, new_id};
+
+/// WeChat's limit on the legacy `body` / v3 `description`.
+const MAX_SUBJECT_BYTES: usize = 127;
+const MAX_ITEMS: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrder {
+    user_id: String,
+    subject: String,
+    amount_fen: Option<i64>,
+    items: Option<Vec<Item>>,
+    coupon_code: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    sku: String,
+    name: String,
+    unit_price_fen: i64,
+    quantity: i64,
+}
+
+pub fn order_json(o: &Order) -> serde_json::Value {
+    json!({
+        "order_no": o.order_no,
+        "user_id": o.user_id,
+        "subject": o.subject,
+        "items": o.items_json.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()),
+        "amount_fen": o.amount_fen,
+        "discount_fen": o.discount_fen,
+        "payable_fen": o.payable_fen,
+        "refunded_fen": o.refunded_fen,
+        "coupon_code": o.coupon_code,
+        "state": o.state,
+        "merchant": o.merchant_id,
+        "paid_out_trade_no": o.paid_out_trade_no,
+        "created_at": o.created_at / 1000,
+        "expires_at": o.expires_at / 1000,
+        "paid_at": o.paid_at.map(|t| t / 1000),
+    })
+}
+
+fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    authenticate(
+        headers,
+        &state.settings.auth.api_keys,
+        state.settings.auth.jwt_secret.as_ref(),
+        state.now_ms() / 1000,
+    )
+}
+
+fn invalid(code: &str, msg: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(code, msg)
+}
+
+fn price(req: &CreateOrder) -> Result<(i64, Option<String>), ApiError> {
+    match (&req.amount_fen, &req.items) {
+        (Some(_), Some(_)) => Err(invalid(
+            "invalid_amount",
+            "give amount_fen or items, not both",
+        )),
+        (None, None) => Err(invalid("invalid_amount", "amount_fen or items is required")),
+        (Some(a), None) => {
+            if *a <= 0 {
+                Err(invalid(
+                    "invalid_amount",
+                    "amount_fen must be a positive number of fen",
+                ))
+            } else {
+                Ok((*a, None))
+            }
+        }
+        (None, Some(items)) => {
+            if items.is_empty() || items.len() > MAX_ITEMS {
+                return Err(invalid(
+                    "invalid_items",
+                    format!("items must hold 1 to {MAX_ITEMS} entries"),
+                ));
+            }
+            let mut total: i64 = 0;
+            for (i, it) in items.iter().enumerate() {
+                if it.sku.is_empty()
+                    || it.sku.len() > 32
+                    || it.name.is_empty()
+                    || it.name.len() > 256
+                {
+                    return Err(invalid(
+                        "invalid_items",
+                        format!("items[{i}]: sku 1-32 bytes, name 1-256 bytes"),
+                    ));
+                }
+                if it.unit_price_fen <= 0 || it.quantity <= 0 {
+                    return Err(invalid(
+                        "invalid_items",
+                        format!("items[{i}]: unit_price_fen and quantity must be positive"),
+                    ));
+                }
+                let line = it.unit_price_fen.checked_mul(it.quantity).ok_or_else(|| {
+                    invalid("invalid_items", format!("items[{i}]: amount overflows"))
+                })?;
+                total = total
+                    .checked_add(line)
+                    .ok_or_else(|| invalid("invalid_items", "total overflows"))?;
+            }
+            let json = serde_json::to_string(items).map_err(|_| ApiError::internal())?;
+            Ok((total, Some(json)))
+        }
+    }
+}
+
+/// `POST /v1/orders`.
+pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Response {
+    let p = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let st = state.clone();
+    let who = p.clone();
+    let raw = body.clone();
+    idempotent::run(
+        &state,
+        &p,
+        &headers,
+        "POST /v1/orders",
+        &body,
+        || async move {
+            let req: CreateOrder = serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+            if req.user_id.is_empty() || req.user_id.len() > 64 {
+                return Err(invalid(
+                    "invalid_user_id",
+                    "user_id must be 1-64 characters",
+                ));
+            }
+            if !who.may_act_for(&req.user_id) {
+                return Err(ApiError::forbidden(
+                    "a user token may only order for itself",
+                ));
+            }
+            if req.subject.trim().is_empty() || req.subject.len() > MAX_SUBJECT_BYTES {
+                return Err(invalid(
+                    "invalid_subject",
+                    format!("subject must be 1-{MAX_SUBJECT_BYTES} bytes of UTF-8"),
+                ));
+            }
+            if req
+                .subject
+                .chars()
+                .any(|c| c.len_utf8() == 4 || c.is_control())
+            {
+                return Err(invalid(
+                    "invalid_subject",
+                    "subject must not contain emoji (4-byte UTF-8) or control characters",
+                ));
+            }
+            let (amount, items_json) = price(&req)?;
+            let now = st.now_ms();
+            let order = st
+                .store
+                .create_order(
+                    &NewOrder {
+                        order_no: new_id("ord"),
+                        user_id: req.user_id,
+                        subject: req.subject,
+                        items_json,
+                        amount_fen: amount,
+                        coupon_code: req.coupon_code,
+                        expires_at: now + st.settings.order_ttl_secs * 1000,
+                    },
+                    now,
+                )
+                .await?;
+            Ok((StatusCode::CREATED, order_json(&order)))
+        },
+    )
+    .await
+}
+
+async fn load(state: &State, p: &Principal, order_no: &str) -> Result<Order, ApiError> {
+    let order =
+        state.store.get_order(order_no).await?.ok_or_else(|| {
+            ApiError::not_found("order_not_found", format!("no order {order_no}"))
+        })?;
+    if !p.may_act_for(&order.user_id) {
+        // Someone else's order does not exist for this caller.
+        return Err(ApiError::not_found(
+            "order_not_found",
+            format!("no order {order_no}"),
+        ));
+    }
+    Ok(order)
+}
+
+/// `GET /v1/orders/{order_no}`.
+pub async fn get_one(
+    S(state): S<State>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Response {
+    let r = async {
+        let p = principal(&state, &headers)?;
+        let o = load(&state, &p, &order_no).await?;
+        Ok::<_, ApiError>(Json(order_json(&o)))
+    };
+    r.await.into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: Option<String>,
+}
+
+/// `GET /v1/orders?user_id=`.
+pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let r = async {
+        let p = principal(&state, &headers)?;
+        let user = match (&p, q.user_id) {
+            (_, Some(u)) => u,
+            (Principal::User { user_id }, None) => user_id.clone(),
+            (_, None) => {
+                return Err(ApiError::bad_request(
+                    "missing_user_id",
+                    "user_id is required",
+                ));
+            }
+        };
+        if !p.may_act_for(&user) {
+            return Err(ApiError::forbidden("a user token sees only its own orders"));
+        }
+        let orders = state.store.list_orders_for_user(&user, 100).await?;
+        Ok(Json(
+            json!({"orders": orders.iter().map(order_json).collect::<Vec<_>>()}),
+        ))
+    };
+    r.await.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    merchant: String,
+    client_ip: String,
+}
+
+/// `POST /v1/orders/{order_no}/pay`.
+pub async fn pay(
+    S(state): S<State>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+    body: Bytes,
+) -> Response {
+    let p = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let st = state.clone();
+    let who = p.clone();
+    let route = format!("POST /v1/orders/{order_no}/pay");
+    let raw = body.clone();
+    idempotent::run(&state, &p, &headers, &route, &body, || async move {
+        let req: PayBody =
+            serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        if req.client_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid("invalid_client_ip", "client_ip must be the user's IP address"));
+        }
+        let order = load(&st, &who, &order_no).await?;
+        let r = payments::pay(&st, &order, &req.merchant, &req.client_ip).await?;
+        Ok((
+            StatusCode::OK,
+            json!({"out_trade_no": r.out_trade_no, "merchant": r.merchant, "app_params": r.app_params}),
+        ))
+    })
+    .await
+}
+
+/// `POST /v1/orders/{order_no}/client-result`: the app says it paid; we ask WeChat.
+pub async fn client_result(
+    S(state): S<State>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Response {
+    let r = async {
+        let p = principal(&state, &headers)?;
+        let order = load(&state, &p, &order_no).await?;
+        payments::confirm_by_query(&state, &order).await?;
+        let order = load(&state, &p, &order_no).await?;
+        Ok::<_, ApiError>(Json(order_json(&order)))
+    };
+    r.await.into_response()
+}

@@ -1,0 +1,277 @@
+//! Building the application: store, token cache, gateways (or the in-process sandbox), router.
+
+use crate::configuration::{MerchantSettings, ProtocolSetting, Settings};
+use crate::routes;
+use axum::Router;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use wxpay_gateway::legacy::{LegacyConfig, LegacyGateway};
+use wxpay_gateway::token::{MemoryTokenCache, RedisTokenCache, TokenCache};
+use wxpay_gateway::{Clock, Gateway, SystemClock};
+use wxpay_proto::Charset;
+use wxpay_store::Store;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub store: Store,
+    pub gateways: HashMap<String, Arc<dyn Gateway>>,
+    pub settings: Settings,
+    pub public_url: String,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: Arc<dyn TokenCache>,
+}
+
+impl AppState {
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+    pub fn notify_url(&self, merchant_id: &str) -> String {
+        format!(
+            "{}/notify/{merchant_id}",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::configuration::ConfigError),
+    #[error(transparent)]
+    Store(#[from] wxpay_store::StoreError),
+    #[error("cache: {0}")]
+    Cache(String),
+    #[error("merchant {0}: {1}")]
+    Merchant(String, String),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+}
+
+/// Options a caller (CLI, tests) sets beside the settings.
+#[derive(Clone)]
+pub struct BuildOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Prefix of every Redis key this instance writes (tests use a random one).
+    pub redis_prefix: String,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            clock: Arc::new(SystemClock),
+            redis_prefix: "wxpay:".into(),
+        }
+    }
+}
+
+pub async fn token_cache(
+    settings: &Settings,
+    opts: &BuildOptions,
+) -> Result<Arc<dyn TokenCache>, StartupError> {
+    if settings.cache_url == "memory" {
+        Ok(Arc::new(MemoryTokenCache::new(opts.clock.clone())))
+    } else if settings.cache_url.starts_with("redis://")
+        || settings.cache_url.starts_with("rediss://")
+    {
+        let c =
+            RedisTokenCache::connect(&settings.cache_url, &opts.redis_prefix, opts.clock.clone())
+                .await
+                .map_err(|e| StartupError::Cache(e.to_string()))?;
+        Ok(Arc::new(c))
+    } else {
+        Err(StartupError::Cache(
+            "cache_url must be `memory` or redis://…".into(),
+        ))
+    }
+}
+
+fn secret(
+    m: &MerchantSettings,
+    v: &Option<SecretString>,
+    key: &str,
+) -> Result<SecretString, StartupError> {
+    v.clone()
+        .ok_or_else(|| StartupError::Merchant(m.id.clone(), format!("`{key}` is required")))
+}
+
+/// Makes the gateway of one configured merchant.
+pub fn gateway(
+    m: &MerchantSettings,
+    http: wxpay_gateway::http::Client,
+    tokens: Arc<dyn TokenCache>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Gateway>, StartupError> {
+    match m.protocol {
+        ProtocolSetting::Legacy => {
+            let cfg = LegacyConfig {
+                merchant_id: m.id.clone(),
+                base_url: m.base_url.clone(),
+                appid: m.appid.clone(),
+                app_secret: secret(m, &m.app_secret, "app_secret")?,
+                app_key: secret(m, &m.app_key, "app_key")?,
+                partner: m.partner.clone().unwrap_or_default(),
+                partner_key: secret(m, &m.partner_key, "partner_key")?,
+                token_daily_quota: m.token_daily_quota,
+                input_charset: Charset::Utf8,
+            };
+            Ok(Arc::new(LegacyGateway::new(cfg, http, tokens, clock)))
+        }
+        ProtocolSetting::V3 => Err(StartupError::Merchant(
+            m.id.clone(),
+            "protocol v3 merchants are wired in by the APIv3 gateway".into(),
+        )),
+    }
+}
+
+/// The demo merchants of the in-process sandbox.
+pub fn sandbox_merchants(base_url: &str) -> Vec<MerchantSettings> {
+    use wxpay_sandbox::config as sb;
+    vec![MerchantSettings {
+        id: "legacy-demo".into(),
+        protocol: ProtocolSetting::Legacy,
+        base_url: base_url.to_string(),
+        appid: sb::DEMO_LEGACY_APPID.into(),
+        app_secret: Some(SecretString::from(sb::DEMO_LEGACY_APP_SECRET)),
+        app_key: Some(SecretString::from(sb::DEMO_LEGACY_APP_KEY)),
+        partner: Some(sb::DEMO_LEGACY_PARTNER.into()),
+        partner_key: Some(SecretString::from(sb::DEMO_LEGACY_PARTNER_KEY)),
+        token_daily_quota: 200,
+        mchid: None,
+        serial_no: None,
+        private_key_file: None,
+        apiv3_key: None,
+        wechatpay_public_key_file: None,
+        wechatpay_public_key_id: None,
+    }]
+}
+
+/// A built application, ready to serve.
+pub struct Application {
+    pub state: Arc<AppState>,
+    pub router: Router,
+}
+
+pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application, StartupError> {
+    settings.check()?;
+    let store = Store::connect(&settings.database_url).await?;
+    let tokens = token_cache(&settings, &opts).await?;
+    let http = wxpay_gateway::http::client(Default::default());
+    let mut gateways: HashMap<String, Arc<dyn Gateway>> = HashMap::new();
+    for m in &settings.merchants {
+        let g = gateway(m, http.clone(), tokens.clone(), opts.clock.clone())?;
+        gateways.insert(m.id.clone(), g);
+    }
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.listen));
+    let state = Arc::new(AppState {
+        store,
+        gateways,
+        settings,
+        public_url,
+        clock: opts.clock.clone(),
+        tokens,
+    });
+    let router = routes::router(state.clone());
+    Ok(Application { state, router })
+}
+
+/// Binds the listener and serves until `shutdown` resolves (then finishes in-flight requests).
+pub async fn serve(
+    app: Application,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// `wxpay serve`: with no merchant configured, starts the sandbox in-process and says so loudly.
+pub async fn run(mut settings: Settings) -> Result<(), StartupError> {
+    let mut _sandbox = None;
+    if settings.merchants.is_empty() {
+        let sandbox = wxpay_sandbox::Sandbox::new(
+            wxpay_sandbox::SandboxConfig::demo(),
+            wxpay_sandbox::SandboxOptions::default(),
+        )
+        .map_err(|e| StartupError::Sandbox(e.to_string()))?;
+        let handle = sandbox
+            .spawn("127.0.0.1:0".parse().expect("literal address"))
+            .await
+            .map_err(|e| StartupError::Sandbox(e.to_string()))?;
+        eprintln!("================================================================");
+        eprintln!(" SANDBOX MODE: no merchant is configured, so wxpay talks to the");
+        eprintln!(" built-in WeChat Pay sandbox at {}", handle.base_url);
+        eprintln!(
+            " Nothing here moves real money. Cashier: {}/sandbox/cashier/<prepay_id>",
+            handle.base_url
+        );
+        eprintln!("================================================================");
+        settings.merchants = sandbox_merchants(&handle.base_url);
+        if settings.auth.api_keys.is_empty() {
+            settings
+                .auth
+                .api_keys
+                .push(SecretString::from("sk_test_change_me"));
+            eprintln!(" demo API key: sk_test_change_me");
+        }
+        _sandbox = Some(handle);
+    }
+    let listen = settings.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| StartupError::Listen(listen.clone(), e))?;
+    let app = build(settings, BuildOptions::default()).await?;
+    let merchants: Vec<_> = app.state.gateways.keys().cloned().collect();
+    tracing::info!(%listen, ?merchants, database = %redact_url(&app.state.settings.database_url), "wxpay serving");
+    eprintln!(
+        "wxpay listening on http://{listen} (merchants: {})",
+        merchants.join(", ")
+    );
+    serve(app, listener, shutdown_signal())
+        .await
+        .map_err(|e| StartupError::Listen(listen, e))?;
+    drop(_sandbox);
+    Ok(())
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
