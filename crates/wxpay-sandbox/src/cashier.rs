@@ -2,12 +2,12 @@
 //!
 //! `GET /sandbox/cashier/{prepay_id}` shows merchant, item and amount with "Pay" and "Cancel";
 //! the buttons are plain form POSTs to `/sandbox/cashier/{prepay_id}/pay` and `/cancel`, which
-//! answer with the same page showing the result. No scripts, no external resources.
+//! redirect (303) back to the page with `?result=…` shown on it. No scripts, no external resources.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -28,7 +28,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 const STYLE: &str = "body{font-family:-apple-system,'Helvetica Neue',Arial,sans-serif;background:#ededed;margin:0;padding:24px}\
 .card{max-width:420px;margin:0 auto;background:#fff;border-radius:8px;padding:24px;box-shadow:0 1px 3px rgba(0,0,0,.1)}\
 h1{font-size:16px;color:#555;margin:0 0 8px}.amount{font-size:40px;font-weight:600;margin:12px 0}\
-dl{display:grid;grid-template-columns:auto 1fr;gap:6px 12px;font-size:14px;color:#333}dt{color:#888}\
+dl{display:grid;grid-template-columns:auto 1fr;gap:6px 12px;font-size:14px;color:#333}dt{color:#888;white-space:nowrap}dd{margin:0;word-break:break-all}\
 form{display:inline}button{font-size:16px;border:0;border-radius:4px;padding:12px 28px;margin:16px 8px 0 0;cursor:pointer}\
 .pay{background:#07c160;color:#fff}.cancel{background:#f2f2f2;color:#333}\
 .result{padding:12px;border-radius:4px;margin-top:16px}.ok{background:#e7f8ee;color:#06ae56}.bad{background:#fdecea;color:#c0392b}\
@@ -104,9 +104,22 @@ fn page(
         .into_response()
 }
 
-async fn show(State(inner): State<Arc<Inner>>, Path(prepay_id): Path<String>) -> Response {
+async fn show(
+    State(inner): State<Arc<Inner>>,
+    Path(prepay_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let o = view(&inner, &prepay_id);
-    page(&inner, &prepay_id, o.as_ref(), None)
+    let q = crate::http_util::query_map(q.as_deref());
+    let result = q.get("result").map(|r| match r.as_str() {
+        "paid" => (true, "Payment successful. The merchant is being notified."),
+        "cancelled" => (false, "Payment cancelled by the user (errCode -2)."),
+        "already_paid" => (false, "The order is already paid."),
+        "closed" => (false, "The order is closed."),
+        "expired" => (false, "The prepay id or the order has expired."),
+        _ => (false, "The payment failed."),
+    });
+    page(&inner, &prepay_id, o.as_ref(), result)
 }
 
 fn view(inner: &Arc<Inner>, prepay_id: &str) -> Option<OrderView> {
@@ -114,48 +127,47 @@ fn view(inner: &Arc<Inner>, prepay_id: &str) -> Option<OrderView> {
     st.by_prepay.get(prepay_id).map(|&i| st.order_view(i))
 }
 
+/// Post/redirect/get: the result shows on the page itself, so a reload does not pay twice.
+fn redirect(prepay_id: &str, result: &str) -> Response {
+    let mut id = String::new();
+    for b in prepay_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut r = axum::http::StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("/sandbox/cashier/{id}?result={result}"))
+    {
+        r.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    r
+}
+
+fn outcome(r: Result<OrderView, crate::SandboxError>, ok: &'static str) -> &'static str {
+    match r {
+        Ok(_) => ok,
+        Err(crate::SandboxError::Conflict(m)) if m.contains("already paid") => "already_paid",
+        Err(crate::SandboxError::Conflict(m)) if m.contains("closed") => "closed",
+        Err(crate::SandboxError::Conflict(m)) if m.contains("expired") => "expired",
+        Err(_) => "error",
+    }
+}
+
 async fn pay(State(inner): State<Arc<Inner>>, Path(prepay_id): Path<String>) -> Response {
     let s = Sandbox {
         inner: inner.clone(),
     };
-    let r = s.pay_prepay(&prepay_id);
-    let o = view(&inner, &prepay_id);
-    match r {
-        Ok(_) => page(
-            &inner,
-            &prepay_id,
-            o.as_ref(),
-            Some((true, "Payment successful. The merchant is being notified.")),
-        ),
-        Err(e) => page(
-            &inner,
-            &prepay_id,
-            o.as_ref(),
-            Some((false, &e.to_string())),
-        ),
-    }
+    redirect(&prepay_id, outcome(s.pay_prepay(&prepay_id), "paid"))
 }
 
 async fn cancel(State(inner): State<Arc<Inner>>, Path(prepay_id): Path<String>) -> Response {
     let s = Sandbox {
         inner: inner.clone(),
     };
-    let r = s.cancel(&prepay_id);
-    let o = view(&inner, &prepay_id);
-    match r {
-        Ok(_) => page(
-            &inner,
-            &prepay_id,
-            o.as_ref(),
-            Some((false, "Payment cancelled by the user (errCode -2).")),
-        ),
-        Err(e) => page(
-            &inner,
-            &prepay_id,
-            o.as_ref(),
-            Some((false, &e.to_string())),
-        ),
-    }
+    redirect(&prepay_id, outcome(s.cancel(&prepay_id), "cancelled"))
 }
 
 async fn index(State(inner): State<Arc<Inner>>) -> Response {

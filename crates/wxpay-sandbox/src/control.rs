@@ -2,7 +2,7 @@
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `POST /sandbox/api/pay` | `{"prepay_id"}` or `{"out_trade_no","mchid"\|"partner"}` | `OrderView` (the payment notification starts) |
+//! | `POST /sandbox/api/pay` | `{"prepay_id"}`, `{"out_trade_no","mchid"\|"partner"}` or `{"pay_req":{appid,partnerid,prepayid,package,noncestr,timestamp,sign}}` | `OrderView` (the payment notification starts) |
 //! | `POST /sandbox/api/cancel` | same | `OrderView` (user cancelled; the order stays NOTPAY) |
 //! | `GET /sandbox/api/notifications` | `?merchant=&out_trade_no=&kind=&outcome=&notification_id=` | `[DeliveryRecord]` |
 //! | `GET /sandbox/api/faults` | | `{"faults","counters"}` |
@@ -36,6 +36,26 @@ use crate::notify::{DeliveryRecord, spawn_delivery};
 use crate::state::{OrderView, RefundRule, RefundStatus, RefundView, TradeState};
 use crate::{Inner, Sandbox, legacy, v3};
 
+/// The client pay parameters the backend hands the app (legacy A.5 `PayReq` or v3 B.6), as the
+/// WeChat app would receive them. OpenSDK field names (`appId`, `partnerId`, `prepayId`,
+/// `packageValue`, `nonceStr`, `timeStamp`) are accepted too.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct AppPayRequest {
+    #[serde(alias = "appId")]
+    pub appid: String,
+    #[serde(alias = "partnerId")]
+    pub partnerid: String,
+    #[serde(alias = "prepayId")]
+    pub prepayid: String,
+    #[serde(alias = "packageValue")]
+    pub package: String,
+    #[serde(alias = "nonceStr")]
+    pub noncestr: String,
+    #[serde(alias = "timeStamp")]
+    pub timestamp: String,
+    pub sign: String,
+}
+
 /// Which order the user pays or cancels.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct PayTarget {
@@ -49,6 +69,8 @@ pub(crate) struct PayTarget {
     partner: Option<String>,
     #[serde(default)]
     merchant: Option<String>,
+    #[serde(default)]
+    pay_req: Option<AppPayRequest>,
 }
 
 impl Sandbox {
@@ -57,6 +79,17 @@ impl Sandbox {
     pub fn pay_prepay(&self, prepay_id: &str) -> Result<OrderView, SandboxError> {
         let idx = self.lookup_prepay(prepay_id)?;
         pay_order(&self.inner, idx, Some(prepay_id))
+    }
+
+    /// The user pays through the WeChat app with the client parameters the merchant's backend
+    /// produced: they are verified as the app would (legacy: SHA-1 `sign` with the appkey;
+    /// v3 APP: RSA `sign` over `appid\ntimestamp\nnoncestr\nprepayid\n` with the merchant key;
+    /// `package` must be `Sign=WXPay`, `timestamp` 10-digit seconds). A bad request is a
+    /// `BadRequest` (the SDK's `errCode -1`) and nothing is paid.
+    pub fn pay_with_request(&self, req: &AppPayRequest) -> Result<OrderView, SandboxError> {
+        let idx = self.lookup_prepay(&req.prepayid)?;
+        check_pay_request(&self.inner, idx, req)?;
+        pay_order(&self.inner, idx, Some(&req.prepayid))
     }
 
     /// The user pays the order `out_trade_no` of `merchant` (mchid or partner).
@@ -247,6 +280,11 @@ impl Sandbox {
     }
 
     fn resolve(&self, t: &PayTarget) -> Result<(usize, Option<String>), SandboxError> {
+        if let Some(r) = &t.pay_req {
+            let idx = self.lookup_prepay(&r.prepayid)?;
+            check_pay_request(&self.inner, idx, r)?;
+            return Ok((idx, Some(r.prepayid.clone())));
+        }
         if let Some(p) = &t.prepay_id {
             return Ok((self.lookup_prepay(p)?, Some(p.clone())));
         }
@@ -263,6 +301,65 @@ impl Sandbox {
             })?;
         Ok((self.lookup_out_trade_no(merchant, no)?, None))
     }
+}
+
+fn check_pay_request(inner: &Inner, idx: usize, r: &AppPayRequest) -> Result<(), SandboxError> {
+    let bad = |m: &str| {
+        Err(SandboxError::BadRequest(format!(
+            "pay request rejected (errCode -1): {m}"
+        )))
+    };
+    let (generation, merchant, appid) = {
+        let st = inner.lock();
+        let o = &st.orders[idx];
+        (o.generation, o.merchant.clone(), o.appid.clone())
+    };
+    if r.appid != appid {
+        return bad("appid is not the order's appid");
+    }
+    if r.partnerid != merchant {
+        return bad("partnerid is not the order's merchant");
+    }
+    if r.package != "Sign=WXPay" {
+        return bad("package must be Sign=WXPay");
+    }
+    let ts_ok = r.timestamp.len() == 10
+        && r.timestamp.bytes().all(|b| b.is_ascii_digit())
+        && !r.timestamp.starts_with('0');
+    if !ts_ok {
+        return bad("timestamp must be 10-digit Unix seconds");
+    }
+    if r.noncestr.is_empty() || r.noncestr.len() > 32 {
+        return bad("noncestr must be 1..=32 characters");
+    }
+    match generation {
+        crate::state::Generation::Legacy => {
+            let Some(m) = inner.config.legacy_by_appid(&r.appid) else {
+                return bad("unknown appid");
+            };
+            let req = wxpay_proto::legacy::PayReq {
+                appid: r.appid.clone(),
+                partnerid: r.partnerid.clone(),
+                prepayid: r.prepayid.clone(),
+                package: r.package.clone(),
+                noncestr: r.noncestr.clone(),
+                timestamp: r.timestamp.clone(),
+                sign: r.sign.clone(),
+            };
+            if !req.verify(&wxpay_proto::SecretString::from(m.app_key.clone())) {
+                return bad("sign does not verify (SHA-1 with the appkey)");
+            }
+        }
+        crate::state::Generation::V3 => {
+            let ts: i64 = r.timestamp.parse().unwrap_or_default();
+            let msg =
+                wxpay_proto::v3::auth::app_pay_message(&r.appid, ts, &r.noncestr, &r.prepayid);
+            if !inner.v3.verify_merchant_message(&merchant, &msg, &r.sign) {
+                return bad("sign does not verify (SHA256-RSA with the merchant key)");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn openid_for(appid: &str) -> String {

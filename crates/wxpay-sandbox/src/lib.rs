@@ -44,7 +44,7 @@
 //!
 //! | route | body / query | answer |
 //! |---|---|---|
-//! | `POST /sandbox/api/pay` | `{"prepay_id"}` or `{"out_trade_no","mchid"\|"partner"}` | [`OrderView`]; the notification starts |
+//! | `POST /sandbox/api/pay` | `{"prepay_id"}`, `{"out_trade_no","mchid"\|"partner"}`, or `{"pay_req": `[`AppPayRequest`]`}` (verified like the WeChat app: 400 when the client sign is wrong) | [`OrderView`]; the notification starts |
 //! | `POST /sandbox/api/cancel` | same | [`OrderView`] (user cancelled; stays NOTPAY) |
 //! | `GET /sandbox/api/notifications` | `?merchant=&out_trade_no=&kind=&outcome=&notification_id=` | `[`[`DeliveryRecord`]`]` |
 //! | `GET /sandbox/api/faults` | | [`FaultStatus`] `{"faults","counters"}` |
@@ -129,6 +129,7 @@ use tokio::sync::watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{DEMO_LEGACY_APP_SECRET, LegacyMerchant, SandboxConfig, V3Merchant, VerifyMode};
+pub use control::AppPayRequest;
 pub use error::SandboxError;
 pub use faults::{EndpointFault, EndpointFaultKind, FaultSet, FaultStatus, Faults};
 pub use notify::{DeliveryRecord, NotificationKind, Outcome, Variant};

@@ -298,7 +298,7 @@ async fn cashier_page_pays_and_cancels() {
         .text()
         .await
         .unwrap();
-    assert!(html.contains("already paid"));
+    assert!(html.contains("already paid"), "{html}");
     let r = http()
         .get(format!("{b}/sandbox/cashier/<script>"))
         .send()
@@ -405,5 +405,85 @@ wechatpay_public_key_id = "PUB_KEY_ID_0114232134912410000000000000"
     );
     assert!(demo.banner().contains("a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb"));
     demo.shutdown().await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn pay_requests_are_verified_like_the_wechat_app() {
+    use wxpay_sandbox::AppPayRequest;
+    use wxpay_sandbox::config::{DEMO_LEGACY_APP_KEY, DEMO_V3_APPID};
+    let (h, clock) = start(0.001).await;
+    let b = h.base_url.clone();
+    let rx = receiver(vec![], reply(200, "success")).await;
+    // Legacy PayReq (A.5).
+    let tok = legacy_token(&b).await;
+    let prepay = genprepay(&b, &tok, &package("payreq-01", 1, &rx.url), T0).await["prepayid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good = wxpay_proto::legacy::PayReq::new(
+        DEMO_LEGACY_APPID,
+        DEMO_LEGACY_PARTNER,
+        &prepay,
+        "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        T0,
+        &secret(DEMO_LEGACY_APP_KEY),
+    );
+    let as_req = |v: serde_json::Value| serde_json::from_value::<AppPayRequest>(v).unwrap();
+    let good_v = serde_json::to_value(&good).unwrap();
+    let mut tampered = good_v.clone();
+    tampered["noncestr"] = json!("other");
+    assert!(h.pay_with_request(&as_req(tampered)).is_err());
+    let mut millis = good_v.clone();
+    millis["timestamp"] = json!(format!("{T0}000"));
+    assert!(h.pay_with_request(&as_req(millis)).is_err());
+    let mut pkg = good_v.clone();
+    pkg["package"] = json!(format!("prepay_id={prepay}"));
+    assert!(h.pay_with_request(&as_req(pkg)).is_err());
+    assert_eq!(h.order(&prepay).unwrap().state, "NOTPAY");
+    // OpenSDK field names work over HTTP.
+    let sdk = json!({"appId": good.appid, "partnerId": good.partnerid, "prepayId": good.prepayid,
+                     "packageValue": good.package, "nonceStr": good.noncestr, "timeStamp": good.timestamp, "sign": good.sign});
+    let (s, v) = post_json(
+        &format!("{b}/sandbox/api/pay"),
+        &json!({"pay_req": sdk}).to_string(),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("SUCCESS")), "{v}");
+
+    // v3 APP pay params (B.6), signed with the merchant key.
+    let c = V3Client::demo(&b, clock.clone());
+    let p = c
+        .call(
+            "POST",
+            "/v3/pay/transactions/app",
+            Some(&app_order("payreqv3001", 1, &rx.url)),
+        )
+        .await
+        .json()["prepay_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let params = c
+        .signer
+        .app_pay_params(DEMO_V3_APPID, &p, T0, "5K8264ILTKCH16CQ2502SI8ZNMTM67VS");
+    let mut bad = serde_json::to_value(&params).unwrap();
+    bad["sign"] = json!(
+        c.signer
+            .app_pay_sign(DEMO_V3_APPID, T0 + 1, &params.noncestr, &p)
+    );
+    let (s, v) = post_json(
+        &format!("{b}/sandbox/api/pay"),
+        &json!({"pay_req": bad}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("errCode -1"));
+    let (s, v) = post_json(
+        &format!("{b}/sandbox/api/pay"),
+        &json!({"pay_req": params}).to_string(),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("SUCCESS")), "{v}");
     h.shutdown().await;
 }

@@ -57,6 +57,8 @@ pub struct BuildOptions {
     pub clock: Arc<dyn Clock>,
     /// Prefix of every Redis key this instance writes (tests use a random one).
     pub redis_prefix: String,
+    /// An already connected store (tests); otherwise `database_url` is opened.
+    pub store: Option<Store>,
 }
 
 impl Default for BuildOptions {
@@ -64,6 +66,7 @@ impl Default for BuildOptions {
         BuildOptions {
             clock: Arc::new(SystemClock),
             redis_prefix: "wxpay:".into(),
+            store: None,
         }
     }
 }
@@ -157,7 +160,10 @@ pub struct Application {
 
 pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application, StartupError> {
     settings.check()?;
-    let store = Store::connect(&settings.database_url).await?;
+    let store = match opts.store.clone() {
+        Some(s) => s,
+        None => Store::connect(&settings.database_url).await?,
+    };
     let tokens = token_cache(&settings, &opts).await?;
     let http = wxpay_gateway::http::client(Default::default());
     let mut gateways: HashMap<String, Arc<dyn Gateway>> = HashMap::new();

@@ -4,10 +4,7 @@
 //! for it and take its token, or its error), the cached token with the time it stops being handed
 //! out (by the injected clock), and the daily fetch counter keyed by the Beijing day.
 
-use super::{
-    FetchedToken, TokenCache, TokenFetcher, beijing_day, cache_lifetime_secs, note_fetch_count,
-    quota_refused,
-};
+use super::{TokenCache, TokenFetcher, beijing_day, checked, note_fetch_count, quota_refused};
 use crate::{Clock, GatewayError};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
@@ -109,8 +106,7 @@ impl MemoryTokenCache {
             st.fetches
         };
         note_fetch_count(appid, count, daily_quota);
-        let FetchedToken { token, expires_in } = fetcher.fetch().await?;
-        let lifetime = cache_lifetime_secs(expires_in)?;
+        let (token, lifetime) = checked(fetcher.fetch().await?)?;
         slot.state().token = Some(CachedToken {
             token: token.clone(),
             valid_until_ms: fetched_at_ms.saturating_add(lifetime.saturating_mul(1000)),
@@ -142,11 +138,11 @@ impl TokenCache for MemoryTokenCache {
             if let Some(token) = st.valid_token(self.clock.now_ms()) {
                 return Ok(token);
             }
-            if st.attempts != seen_attempts {
-                if let Some(e) = &st.last_error {
-                    // The attempt we waited for failed: share its answer.
-                    return Err(e.clone());
-                }
+            if st.attempts != seen_attempts
+                && let Some(e) = &st.last_error
+            {
+                // The attempt we waited for failed: share its answer.
+                return Err(e.clone());
             }
         }
 
@@ -190,6 +186,7 @@ impl TokenCache for MemoryTokenCache {
 mod tests {
     use super::*;
     use crate::ManualClock;
+    use crate::token::FetchedToken;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[derive(Default)]
@@ -237,6 +234,23 @@ mod tests {
             "tok-1"
         );
         assert_eq!(cache.fetches_today("wx1").await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_token_is_refused() {
+        struct Empty;
+        #[async_trait]
+        impl TokenFetcher for Empty {
+            async fn fetch(&self) -> Result<FetchedToken, GatewayError> {
+                Ok(FetchedToken {
+                    token: SecretString::from(""),
+                    expires_in: 7200,
+                })
+            }
+        }
+        let cache = MemoryTokenCache::new(Arc::new(ManualClock::new(0)));
+        let e = cache.get("wx1", 10, &Empty).await.unwrap_err();
+        assert_eq!(e, GatewayError::Protocol("empty access token".into()));
     }
 
     #[tokio::test]

@@ -103,6 +103,17 @@ pub(crate) fn cache_lifetime_secs(expires_in: i64) -> Result<i64, GatewayError> 
     })
 }
 
+/// Checks a fetched token before it is cached: not empty, a positive `expires_in`. Returns the
+/// token and how long (seconds) it may be handed out ([`cache_lifetime_secs`]).
+pub(crate) fn checked(fetched: FetchedToken) -> Result<(SecretString, i64), GatewayError> {
+    use secrecy::ExposeSecret;
+    if fetched.token.expose_secret().is_empty() {
+        return Err(GatewayError::Protocol("empty access token".into()));
+    }
+    let lifetime = cache_lifetime_secs(fetched.expires_in)?;
+    Ok((fetched.token, lifetime))
+}
+
 /// The refusal of a fetch that would exceed the daily quota (logged). Names the appid, the count
 /// and the quota; never a token or a secret.
 pub(crate) fn quota_refused(appid: &str, fetched_today: u32, daily_quota: u32) -> GatewayError {

@@ -18,10 +18,7 @@
 //!
 //! [`EXPIRY_MARGIN_SECS`]: super::EXPIRY_MARGIN_SECS
 
-use super::{
-    FetchedToken, TokenCache, TokenFetcher, beijing_day, cache_lifetime_secs, note_fetch_count,
-    quota_refused,
-};
+use super::{TokenCache, TokenFetcher, beijing_day, checked, note_fetch_count, quota_refused};
 use crate::{Clock, GatewayError};
 use async_trait::async_trait;
 use redis::Script;
@@ -290,16 +287,15 @@ impl RedisTokenCache {
         // Counted before the call: a call that fails may still have used WeChat's quota.
         note_fetch_count(appid, u32::try_from(count).unwrap_or(u32::MAX), daily_quota);
 
-        let FetchedToken { token, expires_in } =
-            tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch())
-                .await
-                .map_err(|_| {
-                    GatewayError::Transport(format!(
-                        "access token fetch took longer than {} s",
-                        FETCH_TIMEOUT.as_secs()
-                    ))
-                })??;
-        let lifetime = cache_lifetime_secs(expires_in)?;
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch())
+            .await
+            .map_err(|_| {
+                GatewayError::Transport(format!(
+                    "access token fetch took longer than {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            })??;
+        let (token, lifetime) = checked(fetched)?;
         let stored: Result<(), _> = redis::cmd("SET")
             .arg(self.token_key(appid))
             .arg(token.expose_secret())
@@ -334,11 +330,11 @@ impl TokenCache for RedisTokenCache {
         }
         {
             let st = slot.state();
-            if st.attempts != seen_attempts {
-                if let Some(e) = &st.last_error {
-                    // This process's attempt we waited for failed: share its answer.
-                    return Err(e.clone());
-                }
+            if st.attempts != seen_attempts
+                && let Some(e) = &st.last_error
+            {
+                // This process's attempt we waited for failed: share its answer.
+                return Err(e.clone());
             }
         }
         let result = self.refresh_shared(appid, daily_quota, fetcher).await;

@@ -240,6 +240,14 @@ impl KeyStore {
         Some((serial, forged_key().sign_sha256_base64(message)))
     }
 
+    /// Verify any message signed with the merchant's private key (e.g. the APP pay sign).
+    pub fn verify_merchant_message(&self, mchid: &str, message: &[u8], signature: &str) -> bool {
+        self.with(mchid, |k| {
+            k.merchant_public.verify_sha256_base64(message, signature)
+        })
+        .unwrap_or(false)
+    }
+
     /// Check a merchant's request signature. Err says why (for the SIGN_ERROR message).
     pub fn verify_merchant(
         &self,

@@ -62,6 +62,8 @@ pub async fn notify(
         Err(e) => {
             receipt.outcome = "rejected".into();
             receipt.detail = Some(e.to_string());
+            // For audit only: what the unverified notification claims to be about.
+            receipt.out_trade_no = claimed_out_trade_no(query.as_deref());
         }
         Ok(Notification::Payment(p)) => {
             receipt.out_trade_no = Some(p.out_trade_no.clone());
@@ -115,4 +117,13 @@ pub async fn notify(
             reply(gw.notify_reply(false))
         }
     }
+}
+
+/// The `out_trade_no` an unverified legacy notification names in its query string, if any.
+fn claimed_out_trade_no(query: Option<&str>) -> Option<String> {
+    let q = query?;
+    let cs = wxpay_proto::form::parse_query(q, wxpay_proto::Charset::Utf8)
+        .or_else(|_| wxpay_proto::form::parse_query(q, wxpay_proto::Charset::Gbk))
+        .ok()?;
+    cs.get("out_trade_no").filter(|v| v.len() <= 64).cloned()
 }
