@@ -360,12 +360,12 @@ impl Gateway for LegacyGateway {
                 "the notification is for another partner".into(),
             ));
         }
-        if let Some(user) = &v.user {
-            if user.app_id != self.cfg.appid {
-                return Err(GatewayError::Verification(
-                    "the notification is for another appid".into(),
-                ));
-            }
+        if let Some(user) = &v.user
+            && user.app_id != self.cfg.appid
+        {
+            return Err(GatewayError::Verification(
+                "the notification is for another appid".into(),
+            ));
         }
         let amount = v
             .requested_total()

@@ -632,6 +632,42 @@ async fn redis_an_abandoned_lock_is_taken_over_when_it_expires() {
     assert_eq!(fetcher.calls(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_a_cancelled_refresh_releases_the_lock() {
+    let Some(url) = redis_url() else { return };
+    let keys = TestKeys::new(&url);
+    let clock = manual_clock(LATE_EVENING_MS);
+    let a = keys.cache(clock.clone()).await;
+    let b = keys.cache(clock.clone()).await;
+    let slow = CountingFetcher::new(60_000);
+    let mut raw = keys.raw().await;
+
+    let task = {
+        let (a, slow) = (a.clone(), slow.clone());
+        tokio::spawn(async move { a.get(APPID, 2000, &*slow).await })
+    };
+    // Wait until the refresh holds the lock and is inside the fetch, then drop it.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while slow.calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the refresh never started");
+    assert!(exists(&mut raw, &a.lock_key(APPID)).await);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    // The lock goes at once (not after its 30 s TTL), so the next caller fetches right away.
+    let fetcher = CountingFetcher::new(0);
+    let token = tokio::time::timeout(Duration::from_secs(5), b.get(APPID, 2000, &*fetcher))
+        .await
+        .expect("waited for the lock of a cancelled refresh")
+        .unwrap();
+    assert_eq!(token.expose_secret(), "tok-1");
+    assert_eq!(fetcher.calls(), 1);
+}
+
 #[tokio::test]
 async fn redis_connect_failures_are_cache_transport_errors() {
     let clock: Arc<dyn Clock> = manual_clock(LATE_EVENING_MS);

@@ -27,13 +27,14 @@
 //!
 //! ## Endpoints
 //! * Legacy (PROTOCOL.md A): `GET /cgi-bin/token`, `POST /pay/genprepay?access_token=`,
-//!   `POST /pay/orderquery?access_token=`, `POST /pay/delivernotify?access_token=` (A.8); payment notifications as A.6 (POST to `notify_url` with
-//!   the MD5-signed query string and the XML body with `AppSignature`), retried until the merchant
-//!   answers `success`.
+//!   `POST /pay/orderquery?access_token=`, `POST /pay/delivernotify?access_token=` (A.8); payment
+//!   notifications as A.6 (POST to `notify_url` with the MD5-signed query string and the XML body
+//!   with `AppSignature`), retried until the merchant answers `success`.
 //! * APIv3 (PROTOCOL.md B): `POST /v3/pay/transactions/{app,jsapi,native}`,
 //!   `GET /v3/pay/transactions/out-trade-no/{no}?mchid=`, `GET /v3/pay/transactions/id/{id}?mchid=`,
 //!   `POST /v3/pay/transactions/out-trade-no/{no}/close`, `POST /v3/refund/domestic/refunds`,
-//!   `GET /v3/refund/domestic/refunds/{out_refund_no}`, `GET /v3/certificates`,
+//!   `GET /v3/refund/domestic/refunds/{out_refund_no}`,
+//!   `POST /v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund`, `GET /v3/certificates`,
 //!   `GET /v3/bill/tradebill`, `GET /v3/billdownload/file?token=`; `TRANSACTION.SUCCESS` and
 //!   `REFUND.*` notifications, encrypted with the APIv3 key and signed. A request header
 //!   `Wechatpay-Serial: PUB_KEY_ID_…` asks for public-key signatures in certificate mode.
@@ -80,7 +81,7 @@
 //! | 45009 | `reach max api daily quota limit` | more than `token_daily_quota` token calls on one Beijing day, or fault `token_quota_exhausted` |
 //! | 45011 | `api minute-quota reach limit` | fault `FREQUENCY_LIMITED` (HTTP 429) |
 //! | 47001 | `data format error` | body is not JSON of the expected shape |
-//! | 49000 | `<field> missing` | a required genprepay/orderquery field is missing or empty |
+//! | 49000 | `<field> missing` | a required genprepay/orderquery/delivernotify field is missing or empty |
 //! | 49001 | `invalid sign_method` | `sign_method` is not `sha1` |
 //! | 49002 | `invalid app_signature` | SHA-1 app signature does not verify over the fields as sent |
 //! | 49003 | `invalid package` | package is not a parsable query string / unknown charset / no `sign` |
@@ -96,7 +97,8 @@
 //!
 //! ## APIv3 errors
 //! `{"code","message","detail":{"field","value","issue","location"}}` with HTTP status:
-//! 400 `PARAM_ERROR` (detail.field is a JSON pointer), 400 `INVALID_REQUEST` (missing Accept or
+//! 400 `PARAM_ERROR` (detail.field is a JSON pointer into the body; for query parameters the
+//! parameter name with `location: "query"`), 400 `INVALID_REQUEST` (missing Accept or
 //! User-Agent, over-refund, bill date), 400 `APPID_MCHID_NOT_MATCH`, 400 `ORDER_CLOSED`, 400
 //! `NO_STATEMENT_EXIST`, 400 `STATEMENT_CREATING`, 401 `SIGN_ERROR` (bad/missing Authorization,
 //! unknown mchid or serial, timestamp more than 300 s off), 403 `OUT_TRADE_NO_USED` (paid, or reused
@@ -209,6 +211,7 @@ impl Sandbox {
         let keys = v3::keys::KeyStore::new(&config, options.clock.now_unix())?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .user_agent("Mozilla/4.0 (wxpay-sandbox notify)")
             .build()
             .map_err(|e| SandboxError::Config(format!("http client: {e}")))?;

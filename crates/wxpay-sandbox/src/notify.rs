@@ -9,6 +9,8 @@
 //! Success is, for legacy notifications, HTTP 200 with the body `success` (surrounding ASCII
 //! whitespace is tolerated); for APIv3, HTTP 200 or 204. Everything else, a timeout or a connection
 //! error is a failed attempt. Every attempt, including dropped, forged and probe ones, is recorded.
+//! Deliveries ignore `HTTP(S)_PROXY` (the merchant is usually on the same machine) and follow no
+//! redirects.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -316,6 +316,7 @@ async fn endpoint_faults_answer_500_429_or_hang() {
     // A hang longer than the client's timeout.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
+        .no_proxy()
         .build()
         .unwrap();
     let url = format!("/v3/pay/transactions/out-trade-no/x1234567?mchid={DEMO_V3_MCHID}");

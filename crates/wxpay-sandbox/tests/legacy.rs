@@ -442,3 +442,71 @@ async fn genprepay_rejects_non_integer_amounts() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn gbk_packages_and_gbk_notifications() {
+    let (h, _) = start(0.001).await;
+    let rx = receiver(vec![], reply(200, "success")).await;
+    let tok = legacy_token(&h.base_url).await;
+    let mut p = package("gbk-order-01", 88, &rx.url);
+    p.input_charset = wxpay_proto::form::Charset::Gbk;
+    let signed = signed_package(&p);
+    assert!(signed.contains("input_charset=GBK"));
+    assert!(
+        signed.contains("%D6%A7"),
+        "GBK percent-encoding of 支: {signed}"
+    );
+    let v = genprepay(&h.base_url, &tok, &p, T0).await;
+    assert_eq!(v["errcode"], 0, "{v}");
+    let o = h.order(v["prepayid"].as_str().unwrap()).unwrap();
+    assert_eq!(o.description, "支付测试");
+    h.pay_prepay(&o.prepay_id).unwrap();
+    let hits = rx.wait_hits(1, Duration::from_secs(5)).await;
+    assert!(hits[0].query.contains("input_charset=GBK"));
+    let n = verify_notify(
+        &hits[0].query,
+        &hits[0].body,
+        &secret(DEMO_LEGACY_PARTNER_KEY),
+        &secret(DEMO_LEGACY_APP_KEY),
+    )
+    .unwrap();
+    assert_eq!(
+        (n.total_fee.get(), n.attach.as_deref()),
+        (88, Some("attach-1"))
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_expire_ends_payability() {
+    let (h, clock) = start(1.0).await;
+    let tok = legacy_token(&h.base_url).await;
+    let mut p = package("expire-order-1", 1, "http://127.0.0.1:9/n");
+    p.time_expire = Some(wxpay_proto::legacy::format_time(T0 + 600));
+    let v = genprepay(&h.base_url, &tok, &p, T0).await;
+    assert_eq!(v["errcode"], 0, "{v}");
+    clock.advance(601);
+    let err = h.pay_prepay(v["prepayid"].as_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_identical_genprepay_calls_share_one_prepay_id() {
+    let (h, _) = start(1.0).await;
+    let tok = legacy_token(&h.base_url).await;
+    let p = package("concurrent-01", 5, "http://127.0.0.1:9/n");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (b, t, p) = (h.base_url.clone(), tok.clone(), p.clone());
+        set.spawn(async move {
+            genprepay(&b, &t, &p, T0).await["prepayid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+    }
+    let ids: std::collections::HashSet<String> = set.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 1);
+    h.shutdown().await;
+}

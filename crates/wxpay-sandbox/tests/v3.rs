@@ -1079,3 +1079,31 @@ async fn v3_abnormal_refund_can_be_applied_again() {
     assert_eq!(r.status, 404);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn v3_time_expire_ends_payability() {
+    let (h, clock) = start(1.0).await;
+    let c = V3Client::demo(&h.base_url, clock.clone());
+    let mut v: serde_json::Value =
+        serde_json::from_str(&app_order("v3expire0001", 1, "https://e.com/n")).unwrap();
+    v["time_expire"] = json!(wxpay_proto::v3::model::format_rfc3339_beijing(T0 + 120));
+    let r = c
+        .call("POST", "/v3/pay/transactions/app", Some(&v.to_string()))
+        .await;
+    let prepay = r.json()["prepay_id"].as_str().unwrap().to_string();
+    clock.advance(121);
+    assert!(h.pay_prepay(&prepay).is_err());
+    v["time_expire"] = json!(wxpay_proto::v3::model::format_rfc3339_beijing(
+        T0 + 121 + 30
+    ));
+    v["out_trade_no"] = json!("v3expire0002");
+    let r = c
+        .call("POST", "/v3/pay/transactions/app", Some(&v.to_string()))
+        .await;
+    assert_eq!(
+        r.json()["detail"]["field"],
+        "/time_expire",
+        "less than a minute ahead"
+    );
+    h.shutdown().await;
+}

@@ -69,11 +69,11 @@ pub fn authenticate(
             key_id: key_id(token),
         });
     }
-    if let Some(secret) = jwt_secret {
-        if token.matches('.').count() == 2 {
-            let user_id = verify_jwt(token, secret, now_secs)?;
-            return Ok(Principal::User { user_id });
-        }
+    if let Some(secret) = jwt_secret
+        && token.matches('.').count() == 2
+    {
+        let user_id = verify_jwt(token, secret, now_secs)?;
+        return Ok(Principal::User { user_id });
     }
     Err(ApiError::unauthorized("unknown API key or token"))
 }

@@ -7,10 +7,12 @@
 pub mod idempotency;
 mod model;
 mod ops;
+mod refunds;
 pub mod testing;
 
 pub use model::*;
 pub use ops::*;
+pub use refunds::*;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

@@ -28,7 +28,7 @@ pub struct Rejection {
     pub message: String,
 }
 
-fn reject(code: &'static str, message: impl Into<String>) -> StoreError {
+pub(crate) fn reject(code: &'static str, message: impl Into<String>) -> StoreError {
     StoreError::Rejected(Rejection {
         code,
         message: message.into(),
@@ -744,7 +744,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            insert_event(&mut tx, "order.paid", Some(&order_no), &payload, now).await?;
+            insert_event_tx(&mut tx, "order.paid", Some(&order_no), &payload, now).await?;
             set_receipt_outcome(&mut tx, p.receipt_id, "paid").await?;
             MarkPaid::Paid { order_no }
         } else {
@@ -789,7 +789,7 @@ impl Store {
                 now,
             )
             .await?;
-            insert_event(&mut tx, event, Some(&order_no), &payload, now).await?;
+            insert_event_tx(&mut tx, event, Some(&order_no), &payload, now).await?;
             set_receipt_outcome(&mut tx, p.receipt_id, outcome.as_str()).await?;
             outcome
         };
@@ -863,7 +863,7 @@ async fn set_receipt_outcome(
     Ok(())
 }
 
-async fn insert_event(
+pub(crate) async fn insert_event_tx(
     tx: &mut Transaction<'static, Any>,
     event_type: &str,
     order_no: Option<&str>,

@@ -100,15 +100,15 @@ struct HeldLock {
 
 impl HeldLock {
     async fn release(mut self) -> Result<(), GatewayError> {
-        self.armed = false;
         let mut conn = self.conn.clone();
-        COMPARE_AND_DELETE
+        let released = COMPARE_AND_DELETE
             .key(&self.key)
             .arg(&self.owner)
             .invoke_async::<i64>(&mut conn)
-            .await
-            .map(drop)
-            .map_err(cache_err)
+            .await;
+        // Only now: if this future is dropped while waiting, `Drop` still releases.
+        self.armed = false;
+        released.map(drop).map_err(cache_err)
     }
 }
 

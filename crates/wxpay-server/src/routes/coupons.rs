@@ -78,13 +78,11 @@ pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Resp
                 }
                 None => new_id("CPN").to_uppercase(),
             };
-            if let Some(e) = req.expires_at {
-                if e * 1000 <= now {
-                    return Err(ApiError::unprocessable(
-                        "invalid_expiry",
-                        "expires_at is in the past",
-                    ));
-                }
+            if req.expires_at.is_some_and(|e| e.saturating_mul(1000) <= now) {
+                return Err(ApiError::unprocessable(
+                    "invalid_expiry",
+                    "expires_at is in the past",
+                ));
             }
             let c = st
                 .store
@@ -94,7 +92,7 @@ pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Resp
                         user_id: req.user_id,
                         discount_fen: req.discount_fen,
                         min_spend_fen: req.min_spend_fen,
-                        expires_at: req.expires_at.map(|e| e * 1000),
+                        expires_at: req.expires_at.map(|e| e.saturating_mul(1000)),
                     },
                     now,
                 )
