@@ -220,6 +220,11 @@ pub trait Gateway: Send + Sync {
     async fn close(&self, out_trade_no: &str) -> Result<(), GatewayError>;
     /// Verifies a notification's raw bytes and says what it means.
     fn verify_notify(&self, n: &InboundNotify<'_>) -> Result<Notification, GatewayError>;
+    /// Like `verify_notify`, but allowed to refresh keys first (platform certificates: one
+    /// rate-limited download when the serial is unknown). Servers call this one.
+    async fn verify_notify_async(&self, n: &InboundNotify<'_>) -> Result<Notification, GatewayError> {
+        self.verify_notify(n)
+    }
     /// The reply WeChat expects after a notification was (or was not) taken.
     fn notify_reply(&self, accepted: bool) -> NotifyReply;
     /// Asks for a refund; repeating it with the same `out_refund_no` is safe.

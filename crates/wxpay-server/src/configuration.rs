@@ -75,12 +75,28 @@ pub struct MerchantSettings {
     pub serial_no: Option<String>,
     #[serde(default)]
     pub private_key_file: Option<String>,
+    /// The merchant private key itself (PEM), e.g. from `WXPAY_MERCHANTS`; instead of the file.
+    #[serde(default)]
+    pub private_key_pem: Option<SecretString>,
     #[serde(default)]
     pub apiv3_key: Option<SecretString>,
     #[serde(default)]
     pub wechatpay_public_key_file: Option<String>,
     #[serde(default)]
     pub wechatpay_public_key_id: Option<String>,
+    /// The WeChat Pay public key itself (PEM), instead of the file.
+    #[serde(default)]
+    pub wechatpay_public_key_pem: Option<String>,
+    /// With a public key configured: also accept platform certificates (the migration window).
+    #[serde(default)]
+    pub combined_verification: bool,
+    /// Return the coupon of a fully refunded order to its owner (unless it has expired).
+    #[serde(default = "default_true")]
+    pub return_coupon_on_full_refund: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> String {
@@ -186,13 +202,26 @@ impl Settings {
                 ProtocolSetting::V3 => {
                     need(m.mchid.is_some(), "mchid")?;
                     need(m.serial_no.is_some(), "serial_no")?;
-                    need(m.private_key_file.is_some(), "private_key_file")?;
-                    need(m.apiv3_key.is_some(), "apiv3_key")?;
                     need(
-                        m.wechatpay_public_key_file.is_some()
-                            == m.wechatpay_public_key_id.is_some(),
+                        m.private_key_file.is_some() || m.private_key_pem.is_some(),
+                        "private_key_file",
+                    )?;
+                    need(m.apiv3_key.is_some(), "apiv3_key")?;
+                    let has_pk =
+                        m.wechatpay_public_key_file.is_some() || m.wechatpay_public_key_pem.is_some();
+                    need(
+                        has_pk == m.wechatpay_public_key_id.is_some(),
                         "wechatpay_public_key_file together with wechatpay_public_key_id",
                     )?;
+                    if let Some(k) = &m.apiv3_key {
+                        use secrecy::ExposeSecret;
+                        if k.expose_secret().len() != 32 {
+                            return Err(ConfigError::Invalid(format!(
+                                "merchant {}: apiv3_key must be exactly 32 bytes",
+                                m.id
+                            )));
+                        }
+                    }
                 }
             }
             if self.production && !m.base_url.starts_with("https://") {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod configuration;
 pub mod error;
 pub mod payments;
+pub mod refunds;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use wxpay_gateway::legacy::{LegacyConfig, LegacyGateway};
+use wxpay_gateway::v3::{V3Config, V3Gateway, V3Verification};
 use wxpay_gateway::token::{MemoryTokenCache, RedisTokenCache, TokenCache};
 use wxpay_gateway::{Clock, Gateway, SystemClock};
 use wxpay_proto::Charset;
@@ -101,13 +102,21 @@ fn secret(
         .ok_or_else(|| StartupError::Merchant(m.id.clone(), format!("`{key}` is required")))
 }
 
-/// Makes the gateway of one configured merchant.
-pub fn gateway(
+fn read_file(m: &MerchantSettings, path: &str) -> Result<String, StartupError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| StartupError::Merchant(m.id.clone(), format!("cannot read {path}: {e}")))
+}
+
+/// Makes the gateway of one configured merchant (downloading platform certificates when its
+/// verification mode needs them).
+pub async fn gateway(
     m: &MerchantSettings,
     http: wxpay_gateway::http::Client,
     tokens: Arc<dyn TokenCache>,
     clock: Arc<dyn Clock>,
+    production: bool,
 ) -> Result<Arc<dyn Gateway>, StartupError> {
+    let bad = |e: String| StartupError::Merchant(m.id.clone(), e);
     match m.protocol {
         ProtocolSetting::Legacy => {
             let cfg = LegacyConfig {
@@ -123,17 +132,60 @@ pub fn gateway(
             };
             Ok(Arc::new(LegacyGateway::new(cfg, http, tokens, clock)))
         }
-        ProtocolSetting::V3 => Err(StartupError::Merchant(
-            m.id.clone(),
-            "protocol v3 merchants are wired in by the APIv3 gateway".into(),
-        )),
+        ProtocolSetting::V3 => {
+            use secrecy::ExposeSecret;
+            use wxpay_proto::v3::aead::ApiV3Key;
+            use wxpay_proto::v3::rsa::{RsaPrivateKey, RsaPublicKey};
+            let key_pem = match (&m.private_key_pem, &m.private_key_file) {
+                (Some(pem), _) => SecretString::from(pem.expose_secret().to_string()),
+                (None, Some(path)) => SecretString::from(read_file(m, path)?),
+                (None, None) => return Err(bad("`private_key_file` is required".into())),
+            };
+            let private_key =
+                RsaPrivateKey::from_pkcs8_pem(key_pem.expose_secret()).map_err(|e| bad(format!("private key: {e}")))?;
+            let apiv3_key = ApiV3Key::new(secret(m, &m.apiv3_key, "apiv3_key")?.expose_secret())
+                .map_err(|e| bad(format!("apiv3_key: {e}")))?;
+            let public_pem = match (&m.wechatpay_public_key_pem, &m.wechatpay_public_key_file) {
+                (Some(pem), _) => Some(pem.clone()),
+                (None, Some(path)) => Some(read_file(m, path)?),
+                (None, None) => None,
+            };
+            let verification = match (public_pem, &m.wechatpay_public_key_id) {
+                (Some(pem), Some(id)) => {
+                    let key = RsaPublicKey::from_spki_pem(&pem).map_err(|e| bad(format!("WeChat Pay public key: {e}")))?;
+                    if m.combined_verification {
+                        V3Verification::Combined { id: id.clone(), key }
+                    } else {
+                        V3Verification::PublicKey { id: id.clone(), key }
+                    }
+                }
+                _ => V3Verification::PlatformCertificates,
+            };
+            let cfg = V3Config {
+                merchant_id: m.id.clone(),
+                base_url: m.base_url.clone(),
+                appid: m.appid.clone(),
+                mchid: m.mchid.clone().unwrap_or_default(),
+                serial_no: m.serial_no.clone().unwrap_or_default(),
+                private_key,
+                apiv3_key,
+                verification,
+                allow_http: !production,
+            };
+            let gw = V3Gateway::new(cfg, http, clock);
+            gw.init().await.map_err(|e| bad(format!("initialising the APIv3 gateway: {e}")))?;
+            Ok(Arc::new(gw))
+        }
     }
 }
 
-/// The demo merchants of the in-process sandbox.
-pub fn sandbox_merchants(base_url: &str) -> Vec<MerchantSettings> {
+/// The demo merchants of the in-process sandbox: `legacy-demo` and `v3-demo` (public-key mode,
+/// with the key the sandbox hands out as a merchant would download it).
+pub fn sandbox_merchants(sandbox: &wxpay_sandbox::SandboxHandle) -> Vec<MerchantSettings> {
     use wxpay_sandbox::config as sb;
-    vec![MerchantSettings {
+    let base_url = sandbox.base_url.as_str();
+    let (pk_pem, pk_id) = sandbox.wechatpay_public_key(sb::DEMO_V3_MCHID);
+    let legacy = MerchantSettings {
         id: "legacy-demo".into(),
         protocol: ProtocolSetting::Legacy,
         base_url: base_url.to_string(),
@@ -149,7 +201,28 @@ pub fn sandbox_merchants(base_url: &str) -> Vec<MerchantSettings> {
         apiv3_key: None,
         wechatpay_public_key_file: None,
         wechatpay_public_key_id: None,
-    }]
+        private_key_pem: None,
+        wechatpay_public_key_pem: None,
+        combined_verification: false,
+        return_coupon_on_full_refund: true,
+    };
+    let v3 = MerchantSettings {
+        id: "v3-demo".into(),
+        protocol: ProtocolSetting::V3,
+        appid: sb::DEMO_V3_APPID.into(),
+        app_secret: None,
+        app_key: None,
+        partner: None,
+        partner_key: None,
+        mchid: Some(sb::DEMO_V3_MCHID.into()),
+        serial_no: Some(sb::DEMO_V3_SERIAL_NO.into()),
+        private_key_pem: Some(SecretString::from(sb::DEMO_MERCHANT_PRIVATE_KEY_PEM)),
+        apiv3_key: Some(SecretString::from(sb::DEMO_V3_APIV3_KEY)),
+        wechatpay_public_key_pem: Some(pk_pem),
+        wechatpay_public_key_id: Some(pk_id),
+        ..legacy.clone()
+    };
+    vec![legacy, v3]
 }
 
 /// A built application, ready to serve.
@@ -168,7 +241,7 @@ pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application
     let http = wxpay_gateway::http::client(Default::default());
     let mut gateways: HashMap<String, Arc<dyn Gateway>> = HashMap::new();
     for m in &settings.merchants {
-        let g = gateway(m, http.clone(), tokens.clone(), opts.clock.clone())?;
+        let g = gateway(m, http.clone(), tokens.clone(), opts.clock.clone(), settings.production).await?;
         gateways.insert(m.id.clone(), g);
     }
     let public_url = settings
@@ -223,7 +296,7 @@ pub async fn run(mut settings: Settings) -> Result<(), StartupError> {
             handle.base_url
         );
         eprintln!("================================================================");
-        settings.merchants = sandbox_merchants(&handle.base_url);
+        settings.merchants = sandbox_merchants(&handle);
         if settings.auth.api_keys.is_empty() {
             settings
                 .auth

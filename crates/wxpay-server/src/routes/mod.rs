@@ -24,6 +24,10 @@ pub fn router(state: State) -> Router {
             "/v1/orders/{order_no}/client-result",
             post(orders::client_result),
         )
+        .route(
+            "/v1/orders/{order_no}/refunds",
+            post(orders::create_refund).get(orders::list_refunds),
+        )
         .route("/v1/coupons", post(coupons::create).get(coupons::list))
         .route("/notify/{merchant}", post(notify::notify))
         .with_state(state)

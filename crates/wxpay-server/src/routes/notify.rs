@@ -40,7 +40,7 @@ pub async fn notify(
         headers: &header_pairs,
         body: &body,
     };
-    let verified = gw.verify_notify(&inbound);
+    let verified = gw.verify_notify_async(&inbound).await;
     let kept_headers: Vec<&(String, String)> = header_pairs
         .iter()
         .filter(|(k, _)| k.starts_with("wechatpay-") || k == "content-type" || k == "request-id")
@@ -111,10 +111,37 @@ pub async fn notify(
                 }
             }
         }
-        Ok(Notification::Refund(_)) => {
-            // Refund notifications are applied by the refunds module (APIv3 issue); until then
-            // WeChat keeps retrying, so nothing is lost.
-            reply(gw.notify_reply(false))
+        Ok(Notification::Refund(r)) => {
+            let ours = match state.store.get_refund(&r.out_refund_no).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(%merchant, error = %e, "refund lookup failed");
+                    return reply(gw.notify_reply(false));
+                }
+            };
+            match ours {
+                Some(known) if known.merchant_id == merchant && known.amount_fen == r.refund.get() => {
+                    let st = wxpay_gateway::RefundStatus {
+                        out_refund_no: r.out_refund_no.clone(),
+                        refund_id: Some(r.refund_id.clone()),
+                        status: r.status.clone(),
+                        refund: r.refund,
+                    };
+                    match crate::refunds::apply_status(&state, &merchant, &st).await {
+                        Ok(_) => reply(gw.notify_reply(true)),
+                        Err(e) => {
+                            tracing::error!(%merchant, error = %e.message, "refund notification not applied");
+                            reply(gw.notify_reply(false))
+                        }
+                    }
+                }
+                _ => {
+                    // Verified, but not a refund we asked for (or another amount): keep the
+                    // receipt for review and stop the retries.
+                    tracing::warn!(%merchant, out_refund_no = %r.out_refund_no, "refund notification matches no refund of ours");
+                    reply(gw.notify_reply(true))
+                }
+            }
         }
     }
 }

@@ -64,7 +64,7 @@ pub async fn spawn_app(
             jwt_secret: Some(SecretString::from(JWT_SECRET)),
             admin_key: Some(SecretString::from("adm_test")),
         },
-        merchants: sandbox_merchants(&sandbox.base_url),
+        merchants: sandbox_merchants(sandbox),
         production: false,
     };
     let opts = BuildOptions {
