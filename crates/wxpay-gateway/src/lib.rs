@@ -222,7 +222,10 @@ pub trait Gateway: Send + Sync {
     fn verify_notify(&self, n: &InboundNotify<'_>) -> Result<Notification, GatewayError>;
     /// Like `verify_notify`, but allowed to refresh keys first (platform certificates: one
     /// rate-limited download when the serial is unknown). Servers call this one.
-    async fn verify_notify_async(&self, n: &InboundNotify<'_>) -> Result<Notification, GatewayError> {
+    async fn verify_notify_async(
+        &self,
+        n: &InboundNotify<'_>,
+    ) -> Result<Notification, GatewayError> {
         self.verify_notify(n)
     }
     /// The reply WeChat expects after a notification was (or was not) taken.

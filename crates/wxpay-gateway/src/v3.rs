@@ -15,7 +15,8 @@
 //! one download (at most once per [`V3Options::refresh_min_interval_secs`] of the clock) and the
 //! verification is retried. `Gateway::verify_notify` is synchronous, so for a notification signed
 //! with an unknown serial it starts that download in the background and refuses the notification
-//! (WeChat retries it 15 s later); [`V3Gateway::verify_notify_refreshing`] does the same inline.
+//! (WeChat retries it 15 s later); `Gateway::verify_notify_async` (what the server calls, =
+//! [`V3Gateway::verify_notify_refreshing`]) downloads inline and verifies again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -1015,6 +1016,15 @@ impl Gateway for V3Gateway {
             return Err(verification("notification", &e));
         }
         me.interpret_notification(n.body)
+    }
+
+    /// [`V3Gateway::verify_notify_refreshing`]: an unknown serial gets one (rate-limited)
+    /// certificate download inline before the notification is refused.
+    async fn verify_notify_async(
+        &self,
+        n: &InboundNotify<'_>,
+    ) -> Result<Notification, GatewayError> {
+        self.verify_notify_refreshing(n).await
     }
 
     fn notify_reply(&self, accepted: bool) -> NotifyReply {

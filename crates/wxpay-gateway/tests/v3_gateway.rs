@@ -1283,8 +1283,9 @@ async fn notification_with_unknown_serial_refreshes_rate_limited() {
     env.clock.advance(61);
     env.h.pay_prepay(&p.prepay_id).unwrap();
     let hit = rx.wait_payment("unk0000000002").await;
-    let n = g
-        .verify_notify_refreshing(&InboundNotify {
+    let dyn_gateway: &dyn Gateway = &g;
+    let n = dyn_gateway
+        .verify_notify_async(&InboundNotify {
             query: None,
             headers: &hit.headers,
             body: &hit.body,

@@ -207,8 +207,8 @@ impl Settings {
                         "private_key_file",
                     )?;
                     need(m.apiv3_key.is_some(), "apiv3_key")?;
-                    let has_pk =
-                        m.wechatpay_public_key_file.is_some() || m.wechatpay_public_key_pem.is_some();
+                    let has_pk = m.wechatpay_public_key_file.is_some()
+                        || m.wechatpay_public_key_pem.is_some();
                     need(
                         has_pk == m.wechatpay_public_key_id.is_some(),
                         "wechatpay_public_key_file together with wechatpay_public_key_id",

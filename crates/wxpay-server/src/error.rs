@@ -68,7 +68,9 @@ impl From<StoreError> for ApiError {
                     | "coupon_not_applicable"
                     | "payable_not_positive"
                     | "invalid_amount"
-                    | "invalid_coupon" => StatusCode::UNPROCESSABLE_ENTITY,
+                    | "invalid_coupon"
+                    | "refund_exceeds_paid"
+                    | "order_not_refundable" => StatusCode::UNPROCESSABLE_ENTITY,
                     _ => StatusCode::CONFLICT,
                 };
                 ApiError::new(status, r.code, r.message)

@@ -27,11 +27,16 @@ pub fn refund_json(r: &Refund) -> serde_json::Value {
 fn valid_out_refund_no(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-|*@".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-|*@".contains(c))
 }
 
 /// Applies a refund status WeChat reported (verified response, query or notification).
-pub async fn apply_status(state: &AppState, merchant: &str, st: &RefundStatus) -> Result<bool, ApiError> {
+pub async fn apply_status(
+    state: &AppState,
+    merchant: &str,
+    st: &RefundStatus,
+) -> Result<bool, ApiError> {
     let Some(outcome) = RefundOutcome::parse(&st.status) else {
         tracing::warn!(out_refund_no = %st.out_refund_no, status = %st.status, "unknown refund status");
         return Ok(false);
@@ -44,7 +49,13 @@ pub async fn apply_status(state: &AppState, merchant: &str, st: &RefundStatus) -
         .is_none_or(|m| m.return_coupon_on_full_refund);
     Ok(state
         .store
-        .apply_refund(&st.out_refund_no, outcome, st.refund_id.as_deref(), return_coupon, state.now_ms())
+        .apply_refund(
+            &st.out_refund_no,
+            outcome,
+            st.refund_id.as_deref(),
+            return_coupon,
+            state.now_ms(),
+        )
         .await?)
 }
 
@@ -56,15 +67,15 @@ pub async fn create(
     reason: Option<String>,
     out_refund_no: Option<String>,
 ) -> Result<Refund, ApiError> {
-    let merchant = order
-        .merchant_id
-        .clone()
-        .ok_or_else(|| ApiError::unprocessable("order_not_refundable", "the order has not been paid"))?;
-    let gw = state
-        .gateways
-        .get(&merchant)
-        .cloned()
-        .ok_or_else(|| ApiError::unprocessable("unknown_merchant", format!("merchant {merchant} is not configured")))?;
+    let merchant = order.merchant_id.clone().ok_or_else(|| {
+        ApiError::unprocessable("order_not_refundable", "the order has not been paid")
+    })?;
+    let gw = state.gateways.get(&merchant).cloned().ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_merchant",
+            format!("merchant {merchant} is not configured"),
+        )
+    })?;
     if gw.protocol() == Protocol::Legacy {
         return Err(ApiError::unprocessable(
             "refunds_unsupported",
@@ -74,12 +85,18 @@ pub async fn create(
     if let Some(r) = &reason
         && (r.len() > 80 || r.chars().any(|c| c.len_utf8() == 4))
     {
-        return Err(ApiError::unprocessable("invalid_reason", "reason must be at most 80 bytes, without emoji"));
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            "reason must be at most 80 bytes, without emoji",
+        ));
     }
     let out_refund_no = match out_refund_no {
         Some(n) if valid_out_refund_no(&n) => n,
         Some(_) => {
-            return Err(ApiError::unprocessable("invalid_out_refund_no", "out_refund_no must be 1-64 of [0-9A-Za-z_-|*@]"));
+            return Err(ApiError::unprocessable(
+                "invalid_out_refund_no",
+                "out_refund_no must be 1-64 of [0-9A-Za-z_-|*@]",
+            ));
         }
         None => new_id("rf"),
     };
@@ -103,12 +120,18 @@ pub async fn create(
         RefundCreated::Existing(r) => r,
     };
     send(state, &merchant, &refund).await?;
-    state.store.get_refund(&refund.out_refund_no).await?.ok_or_else(ApiError::internal)
+    state
+        .store
+        .get_refund(&refund.out_refund_no)
+        .await?
+        .ok_or_else(ApiError::internal)
 }
 
 /// Sends a PENDING refund to WeChat (first time, or again with the same out_refund_no).
 pub async fn send(state: &AppState, merchant: &str, refund: &Refund) -> Result<(), ApiError> {
-    let Some(gw) = state.gateways.get(merchant).cloned() else { return Ok(()) };
+    let Some(gw) = state.gateways.get(merchant).cloned() else {
+        return Ok(());
+    };
     let req = RefundRequest {
         out_trade_no: refund.out_trade_no.clone(),
         out_refund_no: refund.out_refund_no.clone(),
@@ -124,10 +147,23 @@ pub async fn send(state: &AppState, merchant: &str, refund: &Refund) -> Result<(
         }
         Err(GatewayError::Rejected { code, message }) => {
             // WeChat refused this refund for good: nothing is refunded, the reservation goes.
-            state.store.note_refund(&refund.out_refund_no, &format!("{code}: {message}"), state.now_ms()).await?;
             state
                 .store
-                .apply_refund(&refund.out_refund_no, RefundOutcome::Closed, None, false, state.now_ms())
+                .note_refund(
+                    &refund.out_refund_no,
+                    &format!("{code}: {message}"),
+                    state.now_ms(),
+                )
+                .await?;
+            state
+                .store
+                .apply_refund(
+                    &refund.out_refund_no,
+                    RefundOutcome::Closed,
+                    None,
+                    false,
+                    state.now_ms(),
+                )
                 .await?;
             Err(ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -137,7 +173,10 @@ pub async fn send(state: &AppState, merchant: &str, refund: &Refund) -> Result<(
         }
         Err(e) => {
             // Outcome unknown: the refund stays PENDING and is sent again with the same number.
-            state.store.note_refund(&refund.out_refund_no, &e.to_string(), state.now_ms()).await?;
+            state
+                .store
+                .note_refund(&refund.out_refund_no, &e.to_string(), state.now_ms())
+                .await?;
             tracing::warn!(out_refund_no = %refund.out_refund_no, error = %e, "refund not confirmed yet");
             Ok(())
         }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use wxpay_gateway::legacy::{LegacyConfig, LegacyGateway};
-use wxpay_gateway::v3::{V3Config, V3Gateway, V3Verification};
 use wxpay_gateway::token::{MemoryTokenCache, RedisTokenCache, TokenCache};
+use wxpay_gateway::v3::{V3Config, V3Gateway, V3Verification};
 use wxpay_gateway::{Clock, Gateway, SystemClock};
 use wxpay_proto::Charset;
 use wxpay_store::Store;
@@ -141,8 +141,8 @@ pub async fn gateway(
                 (None, Some(path)) => SecretString::from(read_file(m, path)?),
                 (None, None) => return Err(bad("`private_key_file` is required".into())),
             };
-            let private_key =
-                RsaPrivateKey::from_pkcs8_pem(key_pem.expose_secret()).map_err(|e| bad(format!("private key: {e}")))?;
+            let private_key = RsaPrivateKey::from_pkcs8_pem(key_pem.expose_secret())
+                .map_err(|e| bad(format!("private key: {e}")))?;
             let apiv3_key = ApiV3Key::new(secret(m, &m.apiv3_key, "apiv3_key")?.expose_secret())
                 .map_err(|e| bad(format!("apiv3_key: {e}")))?;
             let public_pem = match (&m.wechatpay_public_key_pem, &m.wechatpay_public_key_file) {
@@ -152,11 +152,18 @@ pub async fn gateway(
             };
             let verification = match (public_pem, &m.wechatpay_public_key_id) {
                 (Some(pem), Some(id)) => {
-                    let key = RsaPublicKey::from_spki_pem(&pem).map_err(|e| bad(format!("WeChat Pay public key: {e}")))?;
+                    let key = RsaPublicKey::from_spki_pem(&pem)
+                        .map_err(|e| bad(format!("WeChat Pay public key: {e}")))?;
                     if m.combined_verification {
-                        V3Verification::Combined { id: id.clone(), key }
+                        V3Verification::Combined {
+                            id: id.clone(),
+                            key,
+                        }
                     } else {
-                        V3Verification::PublicKey { id: id.clone(), key }
+                        V3Verification::PublicKey {
+                            id: id.clone(),
+                            key,
+                        }
                     }
                 }
                 _ => V3Verification::PlatformCertificates,
@@ -173,7 +180,11 @@ pub async fn gateway(
                 allow_http: !production,
             };
             let gw = V3Gateway::new(cfg, http, clock);
-            gw.init().await.map_err(|e| bad(format!("initialising the APIv3 gateway: {e}")))?;
+            gw.init()
+                .await
+                .map_err(|e| bad(format!("initialising the APIv3 gateway: {e}")))?;
+            // Platform certificates are downloaded again every 12 h (a no-op in public-key mode).
+            let _ = gw.spawn_certificate_refresher(wxpay_gateway::v3::CERTIFICATE_REFRESH_INTERVAL);
             Ok(Arc::new(gw))
         }
     }
@@ -241,7 +252,14 @@ pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application
     let http = wxpay_gateway::http::client(Default::default());
     let mut gateways: HashMap<String, Arc<dyn Gateway>> = HashMap::new();
     for m in &settings.merchants {
-        let g = gateway(m, http.clone(), tokens.clone(), opts.clock.clone(), settings.production).await?;
+        let g = gateway(
+            m,
+            http.clone(),
+            tokens.clone(),
+            opts.clock.clone(),
+            settings.production,
+        )
+        .await?;
         gateways.insert(m.id.clone(), g);
     }
     let public_url = settings

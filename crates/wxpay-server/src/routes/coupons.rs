@@ -78,7 +78,10 @@ pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Resp
                 }
                 None => new_id("CPN").to_uppercase(),
             };
-            if req.expires_at.is_some_and(|e| e.saturating_mul(1000) <= now) {
+            if req
+                .expires_at
+                .is_some_and(|e| e.saturating_mul(1000) <= now)
+            {
                 return Err(ApiError::unprocessable(
                     "invalid_expiry",
                     "expires_at is in the past",

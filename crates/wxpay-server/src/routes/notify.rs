@@ -120,7 +120,9 @@ pub async fn notify(
                 }
             };
             match ours {
-                Some(known) if known.merchant_id == merchant && known.amount_fen == r.refund.get() => {
+                Some(known)
+                    if known.merchant_id == merchant && known.amount_fen == r.refund.get() =>
+                {
                     let st = wxpay_gateway::RefundStatus {
                         out_refund_no: r.out_refund_no.clone(),
                         refund_id: Some(r.refund_id.clone()),

@@ -312,7 +312,12 @@ struct RefundBody {
 }
 
 /// `POST /v1/orders/{order_no}/refunds` (API key).
-pub async fn create_refund(S(state): S<State>, headers: HeaderMap, Path(order_no): Path<String>, body: Bytes) -> Response {
+pub async fn create_refund(
+    S(state): S<State>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+    body: Bytes,
+) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -325,22 +330,29 @@ pub async fn create_refund(S(state): S<State>, headers: HeaderMap, Path(order_no
     let raw = body.clone();
     let route = format!("POST /v1/orders/{order_no}/refunds");
     idempotent::run(&state, &p, &headers, &route, &body, || async move {
-        let req: RefundBody =
-            serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        let req: RefundBody = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
         let order = load(&st, &who, &order_no).await?;
-        let r = crate::refunds::create(&st, &order, req.amount_fen, req.reason, req.out_refund_no).await?;
+        let r = crate::refunds::create(&st, &order, req.amount_fen, req.reason, req.out_refund_no)
+            .await?;
         Ok((StatusCode::CREATED, crate::refunds::refund_json(&r)))
     })
     .await
 }
 
 /// `GET /v1/orders/{order_no}/refunds`.
-pub async fn list_refunds(S(state): S<State>, headers: HeaderMap, Path(order_no): Path<String>) -> Response {
+pub async fn list_refunds(
+    S(state): S<State>,
+    headers: HeaderMap,
+    Path(order_no): Path<String>,
+) -> Response {
     let r = async {
         let p = principal(&state, &headers)?;
         let order = load(&state, &p, &order_no).await?;
         let refunds = state.store.list_refunds(&order.order_no).await?;
-        Ok::<_, ApiError>(Json(json!({"refunds": refunds.iter().map(crate::refunds::refund_json).collect::<Vec<_>>()})))
+        Ok::<_, ApiError>(Json(
+            json!({"refunds": refunds.iter().map(crate::refunds::refund_json).collect::<Vec<_>>()}),
+        ))
     };
     r.await.into_response()
 }

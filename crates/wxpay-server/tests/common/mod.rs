@@ -18,6 +18,33 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub state: Arc<AppState>,
+    /// Redis URL and key prefix to clean up when the app is dropped.
+    redis: Option<(String, String)>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some((url, prefix)) = self.redis.take() else {
+            return;
+        };
+        // Sync client on its own thread: Drop runs inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return;
+            };
+            let Ok(mut con) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut con)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+            }
+        })
+        .join();
+    }
 }
 
 pub async fn sandbox() -> SandboxHandle {
@@ -26,7 +53,12 @@ pub async fn sandbox() -> SandboxHandle {
         seed: 7,
         clock: Arc::new(SystemClock),
     };
-    Sandbox::new(SandboxConfig::demo(), options)
+    // WeChat spaces refunds of one order ≥ 60 s apart; these tests refund back to back.
+    let config = SandboxConfig {
+        refund_min_interval_secs: 0,
+        ..SandboxConfig::demo()
+    };
+    Sandbox::new(config, options)
         .expect("sandbox")
         .spawn("127.0.0.1:0".parse().unwrap())
         .await
@@ -75,10 +107,14 @@ pub async fn spawn_app(
     let app = build(settings, opts).await.expect("build app");
     let state = app.state.clone();
     tokio::spawn(serve(app, listener, std::future::pending()));
+    let redis = cache_url
+        .starts_with("redis://")
+        .then(|| (cache_url.to_string(), redis_prefix.to_string()));
     TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         state,
+        redis,
     }
 }
 
