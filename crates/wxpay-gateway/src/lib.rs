@@ -238,6 +238,11 @@ pub trait Gateway: Send + Sync {
     async fn query_refund(&self, _out_refund_no: &str) -> Result<RefundStatus, GatewayError> {
         Err(GatewayError::Unsupported("refund query"))
     }
+    /// Downloads the `ALL` trade bill of a Beijing day (`YYYY-MM-DD`) as CSV text, checked
+    /// against WeChat's hash. `Ok(None)`: WeChat has no bill for that day (NO_STATEMENT_EXIST).
+    async fn download_trade_bill(&self, _bill_date: &str) -> Result<Option<String>, GatewayError> {
+        Err(GatewayError::Unsupported("trade bill download"))
+    }
 }
 
 /// A random string of `[A-Z0-9]`, as the SDKs make nonces.

@@ -54,6 +54,10 @@ pub const CERTIFICATE_REFRESH_INTERVAL: Duration = Duration::from_secs(12 * 3600
 /// Largest response body read from WeChat.
 const MAX_RESPONSE_BYTES: usize = 4 << 20;
 const CERTIFICATES_PATH: &str = "/v3/certificates";
+/// Largest bill file accepted, compressed and uncompressed.
+const MAX_BILL_BYTES: usize = 512 << 20;
+/// Total time allowed for downloading one bill file.
+const BILL_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How WeChat Pay's signatures are verified (B.3).
 #[derive(Clone, Debug)]
@@ -245,6 +249,10 @@ struct Req {
     body: Option<Vec<u8>>,
     /// Ask for public-key signatures (`Wechatpay-Serial: PUB_KEY_ID_…`) when we hold the key.
     ask_public_key: bool,
+    /// Largest response body accepted.
+    max_bytes: usize,
+    /// Overrides the client's total timeout (large downloads).
+    timeout: Option<Duration>,
 }
 
 impl Req {
@@ -254,6 +262,8 @@ impl Req {
             path,
             body: None,
             ask_public_key: true,
+            max_bytes: MAX_RESPONSE_BYTES,
+            timeout: None,
         }
     }
     fn post(path: String, body: Vec<u8>) -> Self {
@@ -262,6 +272,8 @@ impl Req {
             path,
             body: Some(body),
             ask_public_key: true,
+            max_bytes: MAX_RESPONSE_BYTES,
+            timeout: None,
         }
     }
 }
@@ -541,6 +553,8 @@ impl Inner {
             path: CERTIFICATES_PATH.to_string(),
             body: None,
             ask_public_key: false,
+            max_bytes: MAX_RESPONSE_BYTES,
+            timeout: None,
         };
         let resp = self.exchange(&req, true).await?;
         if !resp.is_success() {
@@ -617,14 +631,18 @@ impl Inner {
         if req.body.is_some() {
             rb = rb.body(body.to_vec());
         }
+        if let Some(t) = req.timeout {
+            rb = rb.timeout(t);
+        }
         let mut resp = rb.send().await.map_err(crate::http::transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(crate::http::transport)? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            if bytes.len() + chunk.len() > req.max_bytes {
                 return Err(GatewayError::Protocol(format!(
-                    "response larger than {MAX_RESPONSE_BYTES} bytes"
+                    "response larger than {} bytes",
+                    req.max_bytes
                 )));
             }
             bytes.extend_from_slice(&chunk);
@@ -1082,6 +1100,143 @@ impl Gateway for V3Gateway {
             )
             .await?;
         me.refund_status(&resp.body, out_refund_no)
+    }
+
+    async fn download_trade_bill(&self, bill_date: &str) -> Result<Option<String>, GatewayError> {
+        self.trade_bill(bill_date).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trade bills (B.11)
+
+impl V3Gateway {
+    /// `GET /v3/bill/tradebill?bill_date=…&bill_type=ALL&tar_type=GZIP` (signed, response
+    /// verified), then a signed GET of the `download_url`'s path and query against our base URL
+    /// (the merchant's signature never goes to another host). The file answer is not signed:
+    /// it is gunzipped and its SHA-1 compared with `hash_value` instead. `Ok(None)` when WeChat
+    /// says `NO_STATEMENT_EXIST`.
+    pub async fn trade_bill(&self, bill_date: &str) -> Result<Option<String>, GatewayError> {
+        let me = &self.inner;
+        let valid_date = bill_date.len() == 10
+            && chrono::NaiveDate::parse_from_str(bill_date, "%Y-%m-%d").is_ok();
+        if !valid_date {
+            return Err(GatewayError::Invalid(format!(
+                "bill_date must be YYYY-MM-DD, got {bill_date:?}"
+            )));
+        }
+        let path = format!("/v3/bill/tradebill?bill_date={bill_date}&bill_type=ALL&tar_type=GZIP");
+        let resp = match me.call(Req::get(path), true).await {
+            Ok(r) => r,
+            Err(GatewayError::Rejected { code, .. }) if code == "NO_STATEMENT_EXIST" => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let bill: model::BillResponse = parse_json("trade bill answer", &resp.body)?;
+        if !bill.hash_type.eq_ignore_ascii_case("SHA1") {
+            return Err(GatewayError::Protocol(format!(
+                "trade bill hash_type {:?}, expected SHA1",
+                bill.hash_type
+            )));
+        }
+        let expected = bill.hash_value.trim().to_ascii_lowercase();
+        if expected.len() != 40 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GatewayError::Protocol(
+                "trade bill hash_value is not a SHA-1 hex digest".into(),
+            ));
+        }
+        let url = Url::parse(&bill.download_url).map_err(|e| {
+            GatewayError::Protocol(format!("trade bill download_url is not a URL: {e}"))
+        })?;
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let req = Req {
+            method: Method::GET,
+            path,
+            body: None,
+            ask_public_key: false,
+            max_bytes: MAX_BILL_BYTES,
+            timeout: Some(BILL_DOWNLOAD_TIMEOUT),
+        };
+        // A GET of a file: idempotent. The answer carries no signature to verify (B.11).
+        let file = me.exchange(&req, true).await?;
+        if !file.is_success() {
+            return Err(me.error_of(&file));
+        }
+        let text = tokio::task::spawn_blocking(move || unpack_bill(&file.body, &expected))
+            .await
+            .map_err(|e| GatewayError::Protocol(format!("bill unpacking failed: {e}")))??;
+        Ok(Some(text))
+    }
+}
+
+/// Gunzips (when the bytes are gzip; `tar_type=GZIP` asks for it), checks the SHA-1 of the
+/// uncompressed bytes against `expected_sha1` (lower-case hex) and decodes UTF-8.
+fn unpack_bill(bytes: &[u8], expected_sha1: &str) -> Result<String, GatewayError> {
+    use sha1::Digest;
+    use std::io::Read;
+    let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_BILL_BYTES as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| GatewayError::Protocol(format!("bill file does not gunzip: {e}")))?;
+        if out.len() > MAX_BILL_BYTES {
+            return Err(GatewayError::Protocol(format!(
+                "bill file larger than {MAX_BILL_BYTES} bytes uncompressed"
+            )));
+        }
+        out
+    } else {
+        bytes.to_vec()
+    };
+    let actual = hex::encode(sha1::Sha1::digest(&raw));
+    if actual != expected_sha1 {
+        return Err(GatewayError::Verification(format!(
+            "trade bill SHA-1 {actual} differs from hash_value {expected_sha1}"
+        )));
+    }
+    String::from_utf8(raw)
+        .map_err(|_| GatewayError::Protocol("trade bill is not UTF-8 text".into()))
+}
+
+#[cfg(test)]
+mod bill_tests {
+    use super::*;
+    use sha1::Digest;
+    use std::io::Write;
+
+    fn sha1_hex(b: &[u8]) -> String {
+        hex::encode(sha1::Sha1::digest(b))
+    }
+
+    #[test]
+    fn unpack_gunzips_and_checks_the_uncompressed_sha1() {
+        let csv = "交易时间,公众账号ID\r\n`2019-06-11 10:00:00,`wx1\r\n".as_bytes();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(csv).unwrap();
+        let gz = enc.finish().unwrap();
+        let want = sha1_hex(csv);
+        assert_eq!(unpack_bill(&gz, &want).unwrap().as_bytes(), csv);
+        // An uncompressed file is accepted as is (still hash-checked).
+        assert_eq!(unpack_bill(csv, &want).unwrap().as_bytes(), csv);
+        // The hash of the compressed bytes is not the one WeChat sends.
+        assert!(matches!(
+            unpack_bill(&gz, &sha1_hex(&gz)),
+            Err(GatewayError::Verification(_))
+        ));
+        assert!(matches!(
+            unpack_bill(&gz[..gz.len() - 4], &want),
+            Err(GatewayError::Protocol(_))
+        ));
+        let latin1 = [0xe9u8, b'a'];
+        assert!(matches!(
+            unpack_bill(&latin1, &sha1_hex(&latin1)),
+            Err(GatewayError::Protocol(_))
+        ));
     }
 }
 

@@ -29,6 +29,49 @@ pub struct Settings {
     /// Refuse sandbox gateways and non-HTTPS public URLs.
     #[serde(default)]
     pub production: bool,
+    /// Gaps between the sweeper's queries of a pending payment; the last one repeats.
+    #[serde(default = "default_sweep_schedule")]
+    pub sweep_schedule_secs: Vec<i64>,
+    /// Refund a payment that arrives for a closed order automatically (else: anomaly for review).
+    #[serde(default)]
+    pub late_success_refund: bool,
+    /// Run the background workers (sweeper, expirer, webhooks, reconciler) in this process.
+    #[serde(default = "default_true")]
+    pub workers: bool,
+    /// Business webhooks: every outbox event is POSTed, signed, to each endpoint subscribing to it.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
+    /// Gaps between a failed webhook delivery and its next attempt; after the last, DEAD.
+    #[serde(default = "default_webhook_retry")]
+    pub webhook_retry_secs: Vec<i64>,
+    /// Timeout of one webhook request (connect + answer), in milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+}
+
+/// One business-webhook endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The HMAC-SHA256 key of `Wxpay-Signature`.
+    pub secret: SecretString,
+    /// Event types to send (default: every event).
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// WeChat Pay's own notification schedule: 15 retries over 24 h 4 m, then DEAD.
+fn default_webhook_retry() -> Vec<i64> {
+    vec![
+        15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+    ]
+}
+fn default_webhook_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_sweep_schedule() -> Vec<i64> {
+    vec![10, 30, 60, 120, 300, 600, 1800, 3600]
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -158,6 +201,12 @@ impl Settings {
 
     /// Cross-field rules.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.sweep_schedule_secs.is_empty() || self.sweep_schedule_secs.iter().any(|s| *s <= 0) {
+            return Err(ConfigError::Invalid(
+                "sweep_schedule_secs must be positive seconds".into(),
+            ));
+        }
+        self.check_webhooks()?;
         if self.order_ttl_secs < 60 {
             return Err(ConfigError::Invalid(
                 "order_ttl_secs must be at least 60".into(),
@@ -250,6 +299,42 @@ impl Settings {
     }
 }
 
+impl Settings {
+    fn check_webhooks(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.webhook_retry_secs.is_empty() || self.webhook_retry_secs.iter().any(|s| *s <= 0) {
+            return bad("webhook_retry_secs must be positive seconds".into());
+        }
+        if self.webhook_timeout_ms == 0 {
+            return bad("webhook_timeout_ms must be positive".into());
+        }
+        let mut urls = std::collections::HashSet::new();
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return bad(format!("webhooks[{i}]: url must be http:// or https://"));
+            }
+            if !urls.insert(&w.url) {
+                return bad(format!("webhooks[{i}]: the same url appears twice"));
+            }
+            if w.secret.expose_secret().is_empty() {
+                return bad(format!("webhooks[{i}]: secret must not be empty"));
+            }
+            if let Some(e) = w
+                .events
+                .iter()
+                .find(|e| !wxpay_store::WEBHOOK_EVENT_TYPES.contains(&e.as_str()))
+            {
+                return bad(format!(
+                    "webhooks[{i}]: unknown event {e:?} (known: {})",
+                    wxpay_store::WEBHOOK_EVENT_TYPES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn unreachable_defaults() -> Settings {
     Settings {
         listen: default_listen(),
@@ -260,5 +345,11 @@ fn unreachable_defaults() -> Settings {
         auth: AuthSettings::default(),
         merchants: Vec::new(),
         production: false,
+        sweep_schedule_secs: default_sweep_schedule(),
+        late_success_refund: false,
+        workers: true,
+        webhooks: Vec::new(),
+        webhook_retry_secs: default_webhook_retry(),
+        webhook_timeout_ms: default_webhook_timeout_ms(),
     }
 }

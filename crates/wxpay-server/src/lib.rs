@@ -9,3 +9,4 @@ pub mod refunds;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod workers;

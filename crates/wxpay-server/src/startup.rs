@@ -335,14 +335,74 @@ pub async fn run(mut settings: Settings) -> Result<(), StartupError> {
         "wxpay listening on http://{listen} (merchants: {})",
         merchants.join(", ")
     );
-    serve(app, listener, shutdown_signal())
-        .await
-        .map_err(|e| StartupError::Listen(listen, e))?;
+    // One signal for everything: on SIGTERM/ctrl-c the workers stop claiming at once, the
+    // server stops accepting and finishes in-flight requests, then the workers finish their jobs.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
+    let _workers_lock;
+    let workers = if !app.state.settings.workers {
+        None
+    } else {
+        match worker_lock(&app.state.settings.database_url) {
+            Ok(lock) => {
+                _workers_lock = lock;
+                Some(crate::workers::Workers::spawn_with(
+                    app.state.clone(),
+                    stop_tx,
+                    stop_rx.clone(),
+                ))
+            }
+            Err(msg) => {
+                eprintln!("wxpay: {msg}; this process serves requests only");
+                None
+            }
+        }
+    };
+    let mut rx = stop_rx;
+    serve(app, listener, async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    })
+    .await
+    .map_err(|e| StartupError::Listen(listen, e))?;
+    if let Some(w) = workers {
+        w.shutdown().await;
+    }
     drop(_sandbox);
     Ok(())
 }
 
-/// A database URL without its password.
+/// On SQLite only one process may run the workers: it holds an exclusive lock on
+/// `<database>.workers.lock` for as long as it runs. PostgreSQL needs no lock (leases).
+pub fn worker_lock(database_url: &str) -> Result<Option<std::fs::File>, String> {
+    let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    else {
+        return Ok(None);
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    if path.contains(":memory:") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.workers.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {lock_path}: {e}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(_) => Err(format!(
+            "another wxpay process already runs the background workers on {path} (SQLite allows one; use PostgreSQL for several)"
+        )),
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

@@ -9,10 +9,13 @@ mod model;
 mod ops;
 mod refunds;
 pub mod testing;
+mod webhooks;
+mod work;
 
 pub use model::*;
 pub use ops::*;
 pub use refunds::*;
+pub use webhooks::*;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};

@@ -88,6 +88,8 @@ pub struct Order {
     pub expires_at: i64,
     pub paid_at: Option<i64>,
     pub closed_at: Option<i64>,
+    /// Failed tries to close the order at WeChat after its expiry.
+    pub close_attempts: i64,
 }
 
 /// One attempt to collect an order's money at WeChat, with its own `out_trade_no`.

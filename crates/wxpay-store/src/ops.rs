@@ -9,10 +9,10 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-const ORDER_COLS: &str = "order_no, user_id, subject, items_json, amount_fen, discount_fen, \
+pub(crate) const ORDER_COLS: &str = "order_no, user_id, subject, items_json, amount_fen, discount_fen, \
     payable_fen, refunded_fen, coupon_code, state, merchant_id, paid_out_trade_no, paid_receipt_id, \
-    paid_source, created_at, updated_at, expires_at, paid_at, closed_at";
-const ATTEMPT_COLS: &str = "out_trade_no, order_no, merchant_id, protocol, amount_fen, state, \
+    paid_source, created_at, updated_at, expires_at, paid_at, closed_at, close_attempts";
+pub(crate) const ATTEMPT_COLS: &str = "out_trade_no, order_no, merchant_id, protocol, amount_fen, state, \
     prepay_id, prepay_expires_at, transaction_id, paid_fen, paid_source, anomaly, created_at, \
     updated_at, paid_at, next_query_at, query_count, request_json";
 const COUPON_COLS: &str = "code, user_id, discount_fen, min_spend_fen, expires_at, state, \
@@ -131,7 +131,7 @@ impl MarkPaid {
     }
 }
 
-fn decode_order(r: &AnyRow) -> Result<Order> {
+pub(crate) fn decode_order_row(r: &AnyRow) -> Result<Order> {
     Ok(Order {
         order_no: r.try_get("order_no")?,
         user_id: r.try_get("user_id")?,
@@ -152,10 +152,11 @@ fn decode_order(r: &AnyRow) -> Result<Order> {
         expires_at: r.try_get("expires_at")?,
         paid_at: r.try_get("paid_at")?,
         closed_at: r.try_get("closed_at")?,
+        close_attempts: r.try_get("close_attempts")?,
     })
 }
 
-fn decode_attempt(r: &AnyRow) -> Result<Attempt> {
+pub(crate) fn decode_attempt_row(r: &AnyRow) -> Result<Attempt> {
     Ok(Attempt {
         out_trade_no: r.try_get("out_trade_no")?,
         order_no: r.try_get("order_no")?,
@@ -444,7 +445,7 @@ impl Store {
             .bind(order_no)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_order).transpose()
+        row.as_ref().map(decode_order_row).transpose()
     }
 
     /// A user's orders, newest first.
@@ -457,7 +458,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(decode_order).collect()
+        rows.iter().map(decode_order_row).collect()
     }
 
     // --------------------------------------------------------------- attempts
@@ -483,7 +484,7 @@ impl Store {
             .bind(valid_until)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_attempt).transpose()
+        row.as_ref().map(decode_attempt_row).transpose()
     }
 
     /// Opens a new payment attempt: the order must be payable (CREATED or PAYING, not expired);
@@ -573,7 +574,7 @@ impl Store {
             .bind(out_trade_no)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_attempt).transpose()
+        row.as_ref().map(decode_attempt_row).transpose()
     }
 
     pub async fn list_attempts(&self, order_no: &str) -> Result<Vec<Attempt>> {
@@ -584,7 +585,7 @@ impl Store {
             .bind(order_no)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(decode_attempt).collect()
+        rows.iter().map(decode_attempt_row).collect()
     }
 
     // --------------------------------------------------------------- receipts
@@ -832,7 +833,7 @@ async fn fetch_order(
         .bind(order_no)
         .fetch_optional(&mut **tx)
         .await?;
-    row.as_ref().map(decode_order).transpose()
+    row.as_ref().map(decode_order_row).transpose()
 }
 
 async fn fetch_attempt(
@@ -845,7 +846,7 @@ async fn fetch_attempt(
         .bind(out_trade_no)
         .fetch_optional(&mut **tx)
         .await?;
-    row.as_ref().map(decode_attempt).transpose()
+    row.as_ref().map(decode_attempt_row).transpose()
 }
 
 async fn set_receipt_outcome(

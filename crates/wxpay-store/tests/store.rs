@@ -410,3 +410,117 @@ async fn receipts_are_capped_and_flagged() {
         assert!(!r.verified);
     }
 }
+
+#[tokio::test]
+async fn concurrent_claimers_never_take_the_same_row() {
+    for db in TestDb::all().await.unwrap() {
+        let s = db.store.clone();
+        for i in 0..40 {
+            let no = format!("o{i}");
+            s.create_order(&order(&no, 100, None), NOW).await.unwrap();
+            let mut a = attempt(&format!("p{i}"), &no);
+            a.next_query_at = Some(NOW);
+            s.start_attempt(&a, NOW).await.unwrap();
+        }
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s
+                        .claim_due_attempts(&format!("w{w}"), NOW + 1, 60_000, 3)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|a| a.out_trade_no));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            (n, all.len()),
+            (40, 40),
+            "every row claimed exactly once on {}",
+            db.backend_name()
+        );
+        // A lease that expired can be taken over; one that did not cannot.
+        assert!(
+            s.claim_due_attempts("late", NOW + 2, 60_000, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.claim_due_attempts("late", NOW + 60_002, 60_000, 100)
+                .await
+                .unwrap()
+                .len(),
+            40
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_success_for_a_closed_order_is_recorded_as_paid_after_close() {
+    for db in TestDb::all().await.unwrap() {
+        let s = &db.store;
+        s.issue_coupon(&coupon("CL", 100, 0, None), NOW)
+            .await
+            .unwrap();
+        s.create_order(&order("o1", 1000, Some("CL")), NOW)
+            .await
+            .unwrap();
+        s.start_attempt(&attempt("p1", "o1"), NOW).await.unwrap();
+        assert!(s.close_order("o1", NOW).await.unwrap());
+        assert!(
+            !s.close_order("o1", NOW).await.unwrap(),
+            "closing twice changes nothing"
+        );
+        assert_eq!(
+            s.get_coupon("CL").await.unwrap().unwrap().state,
+            CouponState::Available
+        );
+        let out = s.mark_paid(&success("p1", 900, None), NOW).await.unwrap();
+        assert_eq!(
+            out,
+            MarkPaid::PaidAfterClose {
+                order_no: "o1".into()
+            }
+        );
+        assert_eq!(
+            s.get_order("o1").await.unwrap().unwrap().state,
+            OrderState::Closed
+        );
+        let a = s.get_attempt("p1").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.anomaly.as_deref()),
+            (AttemptState::Succeeded, Some("PAID_AFTER_CLOSE"))
+        );
+        let kinds: Vec<_> = s
+            .list_events("o1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(kinds, vec!["order.closed", "order.paid_after_close"]);
+        assert_eq!(
+            s.list_anomalies("o1").await.unwrap()[0].kind,
+            "PAID_AFTER_CLOSE"
+        );
+        // The released coupon was not consumed by the late payment.
+        assert_eq!(
+            s.get_coupon("CL").await.unwrap().unwrap().state,
+            CouponState::Available
+        );
+    }
+}

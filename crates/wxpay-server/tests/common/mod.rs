@@ -83,6 +83,26 @@ pub async fn spawn_app(
     cache_url: &str,
     redis_prefix: &str,
 ) -> TestApp {
+    spawn_app_custom(
+        db,
+        sandbox,
+        cache_url,
+        redis_prefix,
+        Arc::new(wxpay_gateway::SystemClock),
+        |_| {},
+    )
+    .await
+}
+
+/// `spawn_app` with an injected clock and a chance to change the settings.
+pub async fn spawn_app_custom(
+    db: &TestDb,
+    sandbox: &SandboxHandle,
+    cache_url: &str,
+    redis_prefix: &str,
+    clock: Arc<dyn wxpay_gateway::Clock>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = Settings {
@@ -97,12 +117,16 @@ pub async fn spawn_app(
             admin_key: Some(SecretString::from("adm_test")),
         },
         merchants: sandbox_merchants(sandbox),
-        production: false,
+        // Tests start workers explicitly when they want them.
+        workers: false,
+        ..Settings::defaults()
     };
+    let mut settings = settings;
+    adjust(&mut settings);
     let opts = BuildOptions {
         redis_prefix: redis_prefix.to_string(),
         store: Some(db.store.clone()),
-        ..Default::default()
+        clock,
     };
     let app = build(settings, opts).await.expect("build app");
     let state = app.state.clone();
