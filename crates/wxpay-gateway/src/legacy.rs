@@ -74,6 +74,14 @@ struct Fetcher<'a> {
 impl TokenFetcher for Fetcher<'_> {
     async fn fetch(&self) -> Result<FetchedToken, GatewayError> {
         let cfg = &self.gw.cfg;
+        crate::telemetry::token_fetched(&cfg.appid);
+        crate::telemetry::timed(&cfg.merchant_id, "token", self.fetch_unobserved()).await
+    }
+}
+
+impl Fetcher<'_> {
+    async fn fetch_unobserved(&self) -> Result<FetchedToken, GatewayError> {
+        let cfg = &self.gw.cfg;
         let url = format!("{}/cgi-bin/token", cfg.base_url.trim_end_matches('/'));
         let resp = self
             .gw
@@ -251,20 +259,23 @@ impl Gateway for LegacyGateway {
     }
 
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepay, GatewayError> {
-        let body = self.genprepay_body(req)?;
-        let answer: GenPrepayResponse = self
-            .call("/pay/genprepay", &body, |r: &GenPrepayResponse| r.errcode)
-            .await?;
-        match answer.prepayid {
-            Some(id) if answer.errcode == 0 && !id.is_empty() => Ok(Prepay {
-                prepay_id: id,
-                expires_at: self.clock.now_secs() + PREPAY_TTL_SECS,
-            }),
-            _ => Err(GatewayError::Rejected {
-                code: answer.errcode.to_string(),
-                message: answer.errmsg,
-            }),
-        }
+        crate::telemetry::timed(&self.cfg.merchant_id, "prepay", async {
+            let body = self.genprepay_body(req)?;
+            let answer: GenPrepayResponse = self
+                .call("/pay/genprepay", &body, |r: &GenPrepayResponse| r.errcode)
+                .await?;
+            match answer.prepayid {
+                Some(id) if answer.errcode == 0 && !id.is_empty() => Ok(Prepay {
+                    prepay_id: id,
+                    expires_at: self.clock.now_secs() + PREPAY_TTL_SECS,
+                }),
+                _ => Err(GatewayError::Rejected {
+                    code: answer.errcode.to_string(),
+                    message: answer.errmsg,
+                }),
+            }
+        })
+        .await
     }
 
     fn app_params(&self, prepay_id: &str) -> AppParams {
@@ -288,59 +299,63 @@ impl Gateway for LegacyGateway {
     }
 
     async fn query(&self, out_trade_no: &str) -> Result<TradeStatus, GatewayError> {
-        let req = OrderQueryRequest::new(
-            &self.cfg.appid,
-            &self.cfg.partner,
-            out_trade_no,
-            self.clock.now_secs(),
-            &self.cfg.partner_key,
-            &self.cfg.app_key,
-        );
-        let body = serde_json::to_string(&req).map_err(|e| GatewayError::Invalid(e.to_string()))?;
-        let answer: OrderQueryResponse = self
-            .call("/pay/orderquery", &body, |r: &OrderQueryResponse| r.errcode)
-            .await?;
-        if answer.errcode == 49011 {
-            return Ok(TradeStatus::NotFound);
-        }
-        if answer.errcode != 0 {
-            return Err(GatewayError::Rejected {
-                code: answer.errcode.to_string(),
-                message: answer.errmsg,
-            });
-        }
-        let info = answer.order_info.ok_or_else(|| {
-            GatewayError::Protocol("orderquery answered without order_info".into())
-        })?;
-        if info.partner != self.cfg.partner || info.out_trade_no != out_trade_no {
-            return Err(GatewayError::Verification(
-                "orderquery answered for another partner or out_trade_no".into(),
-            ));
-        }
-        if info.ret_code != "0" {
-            return Err(GatewayError::Rejected {
-                code: info.ret_code.clone(),
-                message: info.ret_msg.clone(),
-            });
-        }
-        if info.is_paid() {
-            let total = info
-                .total_fee_fen()
-                .map_err(|e| GatewayError::Protocol(e.to_string()))?;
-            let discount = info
-                .discount_fen()
-                .map_err(|e| GatewayError::Protocol(e.to_string()))?
-                .unwrap_or(wxpay_proto::Fen::ZERO);
-            let amount = total
-                .checked_add(discount)
-                .ok_or_else(|| GatewayError::Protocol("amount overflow".into()))?;
-            Ok(TradeStatus::Paid {
-                transaction_id: info.transaction_id.clone(),
-                amount,
-            })
-        } else {
-            Ok(TradeStatus::NotPaid)
-        }
+        crate::telemetry::timed(&self.cfg.merchant_id, "query", async {
+            let req = OrderQueryRequest::new(
+                &self.cfg.appid,
+                &self.cfg.partner,
+                out_trade_no,
+                self.clock.now_secs(),
+                &self.cfg.partner_key,
+                &self.cfg.app_key,
+            );
+            let body =
+                serde_json::to_string(&req).map_err(|e| GatewayError::Invalid(e.to_string()))?;
+            let answer: OrderQueryResponse = self
+                .call("/pay/orderquery", &body, |r: &OrderQueryResponse| r.errcode)
+                .await?;
+            if answer.errcode == 49011 {
+                return Ok(TradeStatus::NotFound);
+            }
+            if answer.errcode != 0 {
+                return Err(GatewayError::Rejected {
+                    code: answer.errcode.to_string(),
+                    message: answer.errmsg,
+                });
+            }
+            let info = answer.order_info.ok_or_else(|| {
+                GatewayError::Protocol("orderquery answered without order_info".into())
+            })?;
+            if info.partner != self.cfg.partner || info.out_trade_no != out_trade_no {
+                return Err(GatewayError::Verification(
+                    "orderquery answered for another partner or out_trade_no".into(),
+                ));
+            }
+            if info.ret_code != "0" {
+                return Err(GatewayError::Rejected {
+                    code: info.ret_code.clone(),
+                    message: info.ret_msg.clone(),
+                });
+            }
+            if info.is_paid() {
+                let total = info
+                    .total_fee_fen()
+                    .map_err(|e| GatewayError::Protocol(e.to_string()))?;
+                let discount = info
+                    .discount_fen()
+                    .map_err(|e| GatewayError::Protocol(e.to_string()))?
+                    .unwrap_or(wxpay_proto::Fen::ZERO);
+                let amount = total
+                    .checked_add(discount)
+                    .ok_or_else(|| GatewayError::Protocol("amount overflow".into()))?;
+                Ok(TradeStatus::Paid {
+                    transaction_id: info.transaction_id.clone(),
+                    amount,
+                })
+            } else {
+                Ok(TradeStatus::NotPaid)
+            }
+        })
+        .await
     }
 
     async fn close(&self, _out_trade_no: &str) -> Result<(), GatewayError> {

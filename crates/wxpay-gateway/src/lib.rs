@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod http;
 pub mod legacy;
+pub mod telemetry;
 pub mod token;
 pub mod v3;
 

@@ -556,10 +556,14 @@ impl Inner {
             max_bytes: MAX_RESPONSE_BYTES,
             timeout: None,
         };
-        let resp = self.exchange(&req, true).await?;
-        if !resp.is_success() {
-            return Err(self.error_of(&resp));
-        }
+        let resp = crate::telemetry::timed(&self.merchant_id, "certificates", async {
+            let resp = self.exchange(&req, true).await?;
+            if !resp.is_success() {
+                return Err(self.error_of(&resp));
+            }
+            Ok(resp)
+        })
+        .await?;
         let list: CertificatesResponse = parse_json("certificate list", &resp.body)?;
         let now = self.now();
         let mut fresh = CertificateVerifier::default();
@@ -708,9 +712,20 @@ impl Inner {
         }
     }
 
+    /// [`Inner::call_unobserved`], recorded in `wechat_call_seconds` (see [`crate::telemetry`]).
+    async fn call(&self, req: Req, idempotent: bool) -> Result<Resp, GatewayError> {
+        let endpoint = crate::telemetry::v3_endpoint(&req.path);
+        crate::telemetry::timed(
+            &self.merchant_id,
+            endpoint,
+            self.call_unobserved(req, idempotent),
+        )
+        .await
+    }
+
     /// Sends `req` and verifies the answer: a 2xx must be correctly signed; any other final
     /// answer becomes an error (a signed error answer must verify too).
-    async fn call(&self, req: Req, idempotent: bool) -> Result<Resp, GatewayError> {
+    async fn call_unobserved(&self, req: Req, idempotent: bool) -> Result<Resp, GatewayError> {
         let resp = self.exchange(&req, idempotent).await?;
         let what = format!("{} {} response", req.method, path_only(&req.path));
         if resp.is_success() {
@@ -1162,10 +1177,14 @@ impl V3Gateway {
             timeout: Some(BILL_DOWNLOAD_TIMEOUT),
         };
         // A GET of a file: idempotent. The answer carries no signature to verify (B.11).
-        let file = me.exchange(&req, true).await?;
-        if !file.is_success() {
-            return Err(me.error_of(&file));
-        }
+        let file = crate::telemetry::timed(&me.merchant_id, "billdownload", async {
+            let file = me.exchange(&req, true).await?;
+            if !file.is_success() {
+                return Err(me.error_of(&file));
+            }
+            Ok(file)
+        })
+        .await?;
         let text = tokio::task::spawn_blocking(move || unpack_bill(&file.body, &expected))
             .await
             .map_err(|e| GatewayError::Protocol(format!("bill unpacking failed: {e}")))??;

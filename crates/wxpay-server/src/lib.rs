@@ -3,8 +3,13 @@
 
 pub mod auth;
 pub mod configuration;
+pub mod console;
+pub mod demo;
 pub mod error;
+pub mod metrics;
+pub mod openapi;
 pub mod payments;
+pub mod reconcile;
 pub mod refunds;
 pub mod routes;
 pub mod startup;

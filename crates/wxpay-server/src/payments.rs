@@ -11,6 +11,8 @@ use wxpay_store::{
 
 /// A prepay is reused only while it stays valid this long (ms) after the call.
 const PREPAY_REUSE_MARGIN_MS: i64 = 5 * 60 * 1000;
+/// An order must have this much time left to start a payment (ms).
+const MIN_PAY_WINDOW_MS: i64 = 90_000;
 /// The sweeper's first look at a new attempt (ms).
 const FIRST_SWEEP_MS: i64 = 10_000;
 
@@ -40,6 +42,19 @@ pub async fn pay(
 ) -> Result<PayResult, ApiError> {
     let gw = gateway_for(state, merchant)?;
     let now = state.now_ms();
+    let open = matches!(
+        order.state,
+        wxpay_store::OrderState::Created | wxpay_store::OrderState::Paying
+    );
+    if open && order.expires_at - now < MIN_PAY_WINDOW_MS {
+        // WeChat needs time_expire at least a minute after the prepay; an order this close to
+        // its end cannot be paid safely any more (its expiry will close it).
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "order_expiring",
+            "the order expires in less than 90 seconds; create a new order",
+        ));
+    }
     let reusable = state
         .store
         .reusable_attempt(&order.order_no, merchant, now + PREPAY_REUSE_MARGIN_MS)
@@ -150,6 +165,14 @@ pub async fn record_success(
             state.now_ms(),
         )
         .await?;
+    if matches!(
+        out,
+        MarkPaid::PaidAfterClose { .. } | MarkPaid::DuplicatePayment { .. }
+    ) && state.settings.late_success_refund
+    {
+        refund_late_payment(state, merchant, out_trade_no).await;
+    }
+    crate::metrics::payment_outcome(merchant, source.as_str(), &out);
     match &out {
         MarkPaid::Paid { order_no } => {
             tracing::info!(%order_no, %out_trade_no, source = source.as_str(), "order paid")
@@ -202,5 +225,33 @@ pub async fn confirm_by_query(state: &AppState, order: &Order) -> Result<(), Api
             "WeChat Pay could not be asked now; the payment will still be picked up by its notification",
         )),
         _ => Ok(()),
+    }
+}
+
+/// `late_success_refund`: gives back a payment that should not have happened (a success for a
+/// closed order, or a second payment of a paid order). Failures leave the refund PENDING for the
+/// sweeper; the anomaly stays on record either way.
+async fn refund_late_payment(state: &AppState, merchant: &str, out_trade_no: &str) {
+    let supports = state
+        .gateways
+        .get(merchant)
+        .is_some_and(|g| g.protocol() == wxpay_gateway::Protocol::V3);
+    if !supports {
+        tracing::warn!(%out_trade_no, "late payment needs a manual refund (the 2014 protocol has no refund API)");
+        return;
+    }
+    match state
+        .store
+        .create_late_refund(out_trade_no, state.now_ms())
+        .await
+    {
+        Ok(wxpay_store::RefundCreated::New(r)) => {
+            tracing::warn!(%out_trade_no, out_refund_no = %r.out_refund_no, "refunding a late payment automatically");
+            if let Err(e) = crate::refunds::send(state, merchant, &r).await {
+                tracing::warn!(%out_trade_no, error = %e.message, "automatic refund refused");
+            }
+        }
+        Ok(wxpay_store::RefundCreated::Existing(_)) => {}
+        Err(e) => tracing::warn!(%out_trade_no, error = %e, "could not start the automatic refund"),
     }
 }

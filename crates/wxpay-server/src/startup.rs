@@ -244,6 +244,8 @@ pub struct Application {
 
 pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application, StartupError> {
     settings.check()?;
+    // The process-wide Prometheus recorder (installed once; later builds share it).
+    crate::metrics::install();
     let store = match opts.store.clone() {
         Some(s) => s,
         None => Store::connect(&settings.database_url).await?,

@@ -5,6 +5,9 @@
 use crate::{Result, Store};
 use sqlx::Row;
 
+/// A key claimed this long ago (ms) without an answer is taken to be abandoned by a dead process.
+pub const IN_PROGRESS_TAKEOVER_MS: i64 = 30_000;
+
 /// What to do with a request that carries an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
@@ -42,7 +45,7 @@ impl Store {
             return Ok(Begin::New);
         }
         let row = sqlx::query(
-            "SELECT request_hash, status, response_body FROM idempotency_keys \
+            "SELECT request_hash, status, response_body, created_at FROM idempotency_keys \
              WHERE scope = $1 AND idem_key = $2",
         )
         .bind(scope)
@@ -59,11 +62,32 @@ impl Store {
         }
         let status: Option<i64> = row.try_get("status")?;
         let body: Option<String> = row.try_get("response_body")?;
+        let created_at: i64 = row.try_get("created_at")?;
         Ok(match (status, body) {
             (Some(status), Some(body)) => Begin::Replay {
                 status: status as u16,
                 body,
             },
+            // The process that claimed the key died before answering: after a while the key may
+            // be taken over (compare-and-set on its claim time, so only one caller does).
+            _ if created_at < now - IN_PROGRESS_TAKEOVER_MS => {
+                let taken = sqlx::query(
+                    "UPDATE idempotency_keys SET created_at = $1 WHERE scope = $2 AND idem_key = $3 \
+                     AND created_at = $4 AND status IS NULL",
+                )
+                .bind(now)
+                .bind(scope)
+                .bind(key)
+                .bind(created_at)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+                if taken == 1 {
+                    Begin::New
+                } else {
+                    Begin::InProgress
+                }
+            }
             _ => Begin::InProgress,
         })
     }

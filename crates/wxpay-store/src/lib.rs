@@ -4,14 +4,18 @@
 //! Times are unix milliseconds, money is integer fen. SQL is written once, in the dialect both
 //! databases share (`$n` placeholders, `RETURNING`, guarded `UPDATE ... WHERE state = ...`).
 
+pub mod admin;
+mod gauges;
 pub mod idempotency;
 mod model;
 mod ops;
+pub mod reconcile;
 mod refunds;
 pub mod testing;
 mod webhooks;
 mod work;
 
+pub use gauges::Gauges;
 pub use model::*;
 pub use ops::*;
 pub use refunds::*;

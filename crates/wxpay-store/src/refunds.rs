@@ -99,6 +99,60 @@ impl RefundOutcome {
 }
 
 impl Store {
+    /// Reserves the full refund of a payment that should not have happened (a success for a
+    /// closed order, or a second payment of a paid order). Idempotent: one per attempt, with the
+    /// out_refund_no `late-<out_trade_no>`.
+    pub async fn create_late_refund(&self, out_trade_no: &str, now: i64) -> Result<RefundCreated> {
+        let out_refund_no = format!("late-{out_trade_no}");
+        if let Some(existing) = self.get_refund(&out_refund_no).await? {
+            return Ok(RefundCreated::Existing(existing));
+        }
+        let row = sqlx::query(
+            "SELECT order_no, merchant_id, paid_fen, state, anomaly FROM payment_attempts WHERE out_trade_no = $1",
+        )
+        .bind(out_trade_no)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| reject("attempt_not_found", format!("no attempt {out_trade_no}")))?;
+        let anomaly: Option<String> = row.try_get("anomaly")?;
+        let state: String = row.try_get("state")?;
+        let paid: Option<i64> = row.try_get("paid_fen")?;
+        let late = matches!(
+            anomaly.as_deref(),
+            Some("PAID_AFTER_CLOSE") | Some("DUPLICATE_PAYMENT")
+        );
+        let (true, "SUCCEEDED", Some(paid)) = (late, state.as_str(), paid) else {
+            return Err(reject(
+                "not_a_late_payment",
+                "only a payment recorded as PAID_AFTER_CLOSE or DUPLICATE_PAYMENT is refunded this way",
+            ));
+        };
+        let order_no: String = row.try_get("order_no")?;
+        let merchant: String = row.try_get("merchant_id")?;
+        let res = sqlx::query(
+            "INSERT INTO refunds (out_refund_no, order_no, out_trade_no, merchant_id, amount_fen, total_fen,              reason, state, created_at, updated_at, next_query_at, kind)              VALUES ($1, $2, $3, $4, $5, $5, $6, 'PENDING', $7, $7, $8, 'late') ON CONFLICT DO NOTHING",
+        )
+        .bind(&out_refund_no)
+        .bind(&order_no)
+        .bind(out_trade_no)
+        .bind(&merchant)
+        .bind(paid)
+        .bind("payment after the order was closed or already paid")
+        .bind(now)
+        .bind(now + 60_000)
+        .execute(self.pool())
+        .await?;
+        let r = self
+            .get_refund(&out_refund_no)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(out_refund_no))?;
+        Ok(if res.rows_affected() == 1 {
+            RefundCreated::New(r)
+        } else {
+            RefundCreated::Existing(r)
+        })
+    }
+
     /// Reserves a refund of a paid order. Refused when the order is not paid, when the refunds
     /// not CLOSED would exceed the paid amount, or when `out_refund_no` exists with another amount.
     pub async fn create_refund(&self, r: &NewRefund, now: i64) -> Result<RefundCreated> {
@@ -233,7 +287,7 @@ impl Store {
              finished_at = CASE WHEN $4 = 1 THEN $3 ELSE finished_at END, \
              next_query_at = CASE WHEN $4 = 1 THEN NULL ELSE next_query_at END \
              WHERE out_refund_no = $5 AND state NOT IN ('SUCCESS', 'CLOSED') AND state <> $1 \
-             RETURNING order_no, amount_fen",
+             RETURNING order_no, amount_fen, kind, out_trade_no",
         )
         .bind(outcome.as_str())
         .bind(refund_id)
@@ -250,6 +304,34 @@ impl Store {
         let amount: i64 = row.try_get("amount_fen")?;
         let payload = json!({"order_no": order_no, "out_refund_no": out_refund_no, "amount_fen": amount,
             "refund_id": refund_id, "status": outcome.as_str()});
+        let kind: String = row.try_get("kind")?;
+        if kind == "late" {
+            // A refund of a payment that should not have happened: the order is not touched.
+            let event = match outcome {
+                RefundOutcome::Success => Some("refund.succeeded"),
+                RefundOutcome::Closed => Some("refund.failed"),
+                RefundOutcome::Abnormal => Some("refund.abnormal"),
+                RefundOutcome::Processing => None,
+            };
+            if let Some(event) = event {
+                let mut payload = payload.clone();
+                payload["kind"] = json!("late");
+                insert_event_tx(&mut tx, event, Some(&order_no), &payload, now).await?;
+            }
+            if outcome == RefundOutcome::Success {
+                let out_trade_no: String = row.try_get("out_trade_no")?;
+                sqlx::query(
+                    "UPDATE anomalies SET resolved_at = $1, resolution = $2 WHERE out_trade_no = $3                      AND kind IN ('PAID_AFTER_CLOSE', 'DUPLICATE_PAYMENT') AND resolved_at IS NULL",
+                )
+                .bind(now)
+                .bind(format!("refunded automatically ({out_refund_no})"))
+                .bind(&out_trade_no)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(true);
+        }
         match outcome {
             RefundOutcome::Success => {
                 let o = sqlx::query(

@@ -9,8 +9,10 @@
 //!   receives what happens from then on (older events can be sent with [`Store::redeliver_event`]).
 //! - **Gaps.** PostgreSQL hands out `seq` values at insert time but transactions commit in any
 //!   order, so event 11 may be visible while event 10 is still being committed. The fan-out stops
-//!   at such a hole and only steps over it once the event after it is older than
-//!   [`GAP_GRACE_MS`] (the hole was a rolled-back transaction). SQLite commits in `seq` order.
+//!   at such a hole. When it has not filled after [`GAP_SETTLE_MS`], a `SHARE` lock on the outbox
+//!   (bounded wait) proves that no transaction inserting events is still running, and the hole —
+//!   a rolled-back transaction — is stepped over; failing that, it is stepped over once the event
+//!   after it is older than [`GAP_GRACE_MS`]. SQLite commits in `seq` order: no such holes.
 //! - **Claiming.** Due deliveries are leased row by row (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
 //!   A delivery is due only when no earlier event (lower `seq`) of the same order is still
 //!   PENDING for the same endpoint: events of one order arrive in order.
@@ -37,6 +39,10 @@ pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
 /// How long a hole in the outbox sequence may be waited for before it is taken to be a
 /// rolled-back transaction (PostgreSQL only): measured on the `created_at` of the event after it.
 pub const GAP_GRACE_MS: i64 = 120_000;
+
+/// A hole younger than this is simply waited for; an older one is checked with the database
+/// (PostgreSQL): if nothing that could fill it is still running, the fan-out steps over it.
+pub const GAP_SETTLE_MS: i64 = 1_000;
 
 /// `last_error` is cut to this many bytes (on a character boundary).
 pub const LAST_ERROR_CAP: usize = 512;
@@ -151,6 +157,14 @@ pub struct FanOut {
     pub deliveries: u64,
 }
 
+/// One endpoint's fan-out round.
+#[derive(Debug, Default)]
+struct OneFanOut {
+    done: FanOut,
+    /// Stopped at a hole in the sequence; the `created_at` of the event after it.
+    blocked_since: Option<i64>,
+}
+
 const DELIVERY_COLS: &str = "id, event_seq, event_id, event_type, order_no, endpoint, state, \
     attempts, next_attempt_at, last_status, last_error, lease_owner, lease_until, created_at, \
     updated_at, delivered_at";
@@ -227,9 +241,10 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         for e in endpoints {
+            // (`WHERE true`: SQLite needs it to tell the SELECT from the upsert clause.)
             sqlx::query(
                 "INSERT INTO webhook_cursors (endpoint, last_seq, created_at, updated_at) \
-                 SELECT $1, COALESCE(MAX(seq), 0), $2, $2 FROM outbox_events \
+                 SELECT $1, COALESCE(MAX(seq), 0), $2, $2 FROM outbox_events WHERE true \
                  ON CONFLICT (endpoint) DO NOTHING",
             )
             .bind(&e.url)
@@ -250,12 +265,54 @@ impl Store {
     ) -> Result<FanOut> {
         self.register_webhook_endpoints(endpoints, now).await?;
         let mut total = FanOut::default();
+        // Every seq up to this one is known to be committed or gone (PostgreSQL, see below).
+        let mut settled: Option<i64> = None;
         for e in endpoints {
-            let done = self.fan_out_one(e, now, batch).await?;
-            total.events += done.events;
-            total.deliveries += done.deliveries;
+            let mut one = self
+                .fan_out_one(e, now, batch, settled.unwrap_or(0))
+                .await?;
+            if let Some(since) = one.blocked_since
+                && settled.is_none()
+                && now - since >= GAP_SETTLE_MS
+            {
+                // A hole that has not filled for a while: ask the database whether anything
+                // that could fill it is still running; if not, it never will be filled.
+                match self.settled_outbox_seq().await {
+                    Ok(h) => {
+                        settled = Some(h);
+                        let more = self.fan_out_one(e, now, batch, h).await?;
+                        one.done.events += more.done.events;
+                        one.done.deliveries += more.done.deliveries;
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "outbox hole not settled yet");
+                    }
+                }
+            }
+            total.events += one.done.events;
+            total.deliveries += one.done.deliveries;
         }
         Ok(total)
+    }
+
+    /// PostgreSQL: the highest outbox `seq` below which no event can appear any more. Taking
+    /// `SHARE` on `outbox_events` waits (briefly, bounded) for every transaction that is inserting
+    /// events to end; while it is held none can start, so every seq handed out so far belongs to a
+    /// finished transaction: a hole below the newest event is a rollback, for good.
+    async fn settled_outbox_seq(&self) -> Result<i64> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', '200ms', true)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("LOCK TABLE outbox_events IN SHARE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let h: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS h FROM outbox_events")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("h")?;
+        tx.commit().await?;
+        Ok(h)
     }
 
     async fn fan_out_one(
@@ -263,7 +320,8 @@ impl Store {
         endpoint: &WebhookEndpoint,
         now: i64,
         batch: i64,
-    ) -> Result<FanOut> {
+        settled_through: i64,
+    ) -> Result<OneFanOut> {
         let mut tx = self.pool().begin().await?;
         let sql = format!(
             "SELECT last_seq FROM webhook_cursors WHERE endpoint = $1{}",
@@ -275,7 +333,7 @@ impl Store {
             .await?
         else {
             // Another process holds the cursor right now (or it was never registered).
-            return Ok(FanOut::default());
+            return Ok(OneFanOut::default());
         };
         let last: i64 = row.try_get("last_seq")?;
         let rows = sqlx::query(
@@ -288,14 +346,17 @@ impl Store {
         .await?;
         let mut cursor = last;
         let mut done = FanOut::default();
+        let mut blocked_since = None;
         for r in &rows {
             let seq: i64 = r.try_get("seq")?;
             let created_at: i64 = r.try_get("created_at")?;
             if seq != cursor + 1
                 && self.backend() == Backend::Postgres
+                && seq > settled_through
                 && created_at > now - GAP_GRACE_MS
             {
                 // A hole: an earlier event may still be committing. Come back later.
+                blocked_since = Some(created_at);
                 break;
             }
             let event_type: String = r.try_get("event_type")?;
@@ -318,7 +379,10 @@ impl Store {
         }
         if cursor == last {
             tx.commit().await?;
-            return Ok(FanOut::default());
+            return Ok(OneFanOut {
+                done,
+                blocked_since,
+            });
         }
         let moved = sqlx::query(
             "UPDATE webhook_cursors SET last_seq = $1, updated_at = $2 \
@@ -334,10 +398,13 @@ impl Store {
         if moved != 1 {
             // Someone else fanned these events out first; theirs stands.
             tx.rollback().await?;
-            return Ok(FanOut::default());
+            return Ok(OneFanOut::default());
         }
         tx.commit().await?;
-        Ok(done)
+        Ok(OneFanOut {
+            done,
+            blocked_since,
+        })
     }
 
     /// Leases up to `limit` due deliveries to the given endpoints for `owner`. Due: PENDING, its
@@ -577,5 +644,317 @@ mod tests {
         assert!(some.wants("order.paid"));
         assert!(!some.wants("order.closed"));
         assert_eq!(placeholders(3, 2), "$3, $4");
+    }
+
+    use crate::ops::insert_event_tx;
+    use crate::testing::TestDb;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn ep(url: &str, events: &[&str]) -> WebhookEndpoint {
+        WebhookEndpoint {
+            url: url.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    async fn event(store: &Store, event_type: &str, order_no: &str, created_at: i64) -> String {
+        let mut tx = store.pool().begin().await.unwrap();
+        let id = insert_event_tx(
+            &mut tx,
+            event_type,
+            Some(order_no),
+            &serde_json::json!({"order_no": order_no}),
+            created_at,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
+    fn urls(eps: &[WebhookEndpoint]) -> Vec<String> {
+        eps.iter().map(|e| e.url.clone()).collect()
+    }
+
+    fn keys(ds: &[WebhookDelivery]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = ds
+            .iter()
+            .map(|d| (d.endpoint.clone(), d.event_id.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn fan_out_claims_in_order_per_order_and_records_outcomes() {
+        for db in TestDb::all().await.unwrap() {
+            let s = &db.store;
+            let old = event(s, "order.paid", "O0", NOW).await;
+            let eps = vec![ep("http://a/", &[]), ep("http://b/", &["refund.succeeded"])];
+            s.register_webhook_endpoints(&eps, NOW).await.unwrap();
+            let e1 = event(s, "order.paid", "O1", NOW).await;
+            let e2 = event(s, "order.paid", "O2", NOW).await;
+            let e3 = event(s, "refund.succeeded", "O1", NOW).await;
+            let f = s.fan_out_webhooks(&eps, NOW, 100).await.unwrap();
+            assert_eq!(
+                f,
+                FanOut {
+                    events: 6,
+                    deliveries: 4
+                },
+                "{}",
+                db.backend_name()
+            );
+            assert_eq!(
+                s.fan_out_webhooks(&eps, NOW, 100).await.unwrap(),
+                FanOut::default()
+            );
+            assert!(
+                s.event_deliveries(&old).await.unwrap().is_empty(),
+                "before registration"
+            );
+            let u = urls(&eps);
+            // O1's refund waits for O1's payment at endpoint a; endpoint b never had the payment.
+            let c = s
+                .claim_due_webhooks("wa", &u, NOW, 60_000, 10)
+                .await
+                .unwrap();
+            let want = |pairs: &[(&str, &str)]| {
+                let mut v: Vec<_> = pairs
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(
+                keys(&c),
+                want(&[("http://a/", &e1), ("http://a/", &e2), ("http://b/", &e3)])
+            );
+            assert!(
+                s.claim_due_webhooks("wb", &u, NOW, 60_000, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "leased"
+            );
+            let a1 = c
+                .iter()
+                .find(|d| d.event_id == e1 && d.endpoint == "http://a/")
+                .unwrap();
+            // Only the lease holder records.
+            assert!(
+                !s.record_webhook_attempt(
+                    a1.id,
+                    "wb",
+                    AttemptOutcome::Delivered,
+                    Some(200),
+                    None,
+                    NOW
+                )
+                .await
+                .unwrap()
+            );
+            assert!(
+                s.record_webhook_attempt(
+                    a1.id,
+                    "wa",
+                    AttemptOutcome::RetryAt(NOW + 1000),
+                    Some(500),
+                    Some("HTTP 500"),
+                    NOW
+                )
+                .await
+                .unwrap()
+            );
+            assert!(
+                s.claim_due_webhooks("wb", &u, NOW + 999, 60_000, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let again = s
+                .claim_due_webhooks("wb", &u, NOW + 1000, 60_000, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                keys(&again),
+                want(&[("http://a/", &e1)]),
+                "the payment first, not the refund"
+            );
+            assert!(
+                s.record_webhook_attempt(
+                    a1.id,
+                    "wb",
+                    AttemptOutcome::Delivered,
+                    Some(204),
+                    None,
+                    NOW + 1000
+                )
+                .await
+                .unwrap()
+            );
+            let next = s
+                .claim_due_webhooks("wb", &u, NOW + 1000, 60_000, 10)
+                .await
+                .unwrap();
+            assert_eq!(keys(&next), want(&[("http://a/", &e3)]));
+            let long = "x".repeat(LAST_ERROR_CAP * 2);
+            assert!(
+                s.record_webhook_attempt(
+                    next[0].id,
+                    "wb",
+                    AttemptOutcome::Dead,
+                    None,
+                    Some(&long),
+                    NOW + 1000
+                )
+                .await
+                .unwrap()
+            );
+            let dead = s
+                .list_webhook_deliveries(&DeliveryFilter {
+                    state: Some(DeliveryState::Dead),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(dead.len(), 1);
+            assert_eq!((dead[0].attempts, dead[0].last_status), (1, None));
+            assert_eq!(dead[0].last_error.as_ref().unwrap().len(), LAST_ERROR_CAP);
+            let d1 = &s.event_deliveries(&e1).await.unwrap()[0];
+            assert_eq!(
+                (
+                    d1.state,
+                    d1.attempts,
+                    d1.last_status,
+                    d1.delivered_at,
+                    d1.lease_owner.as_deref()
+                ),
+                (
+                    DeliveryState::Delivered,
+                    2,
+                    Some(204),
+                    Some(NOW + 1000),
+                    None
+                )
+            );
+            let all = s
+                .list_webhook_deliveries(&DeliveryFilter {
+                    limit: 2,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(all.len() == 2 && all[0].id > all[1].id, "newest first");
+            let page = s
+                .list_webhook_deliveries(&DeliveryFilter {
+                    before_id: Some(all[1].id),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.iter().all(|d| d.id < all[1].id) && page.len() == 2);
+            // Redelivery: both deliveries of the refund back to PENDING, due now, fresh budget;
+            // and the old event reaches a (subscribing) endpoint that never had it.
+            let r = s.redeliver_event(&e3, &eps, NOW + 2000).await.unwrap();
+            assert_eq!(r.len(), 2);
+            assert!(r.iter().all(|d| d.state == DeliveryState::Pending
+                && d.attempts == 0
+                && d.next_attempt_at == NOW + 2000
+                && d.lease_owner.is_none()));
+            assert_eq!(s.redeliver_event(&old, &eps, NOW).await.unwrap().len(), 1);
+            assert!(matches!(
+                s.redeliver_event("evt_missing", &eps, NOW).await,
+                Err(StoreError::NotFound(_))
+            ));
+            // An expired lease is taken over.
+            let lost = s
+                .claim_due_webhooks("wa", &u, NOW + 2000, 10, 10)
+                .await
+                .unwrap();
+            assert!(!lost.is_empty());
+            let taken = s
+                .claim_due_webhooks("wb", &u, NOW + 2011, 60_000, 10)
+                .await
+                .unwrap();
+            assert_eq!(keys(&lost), keys(&taken));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hole_in_the_outbox_sequence_is_waited_for_until_it_settles() {
+        let Some(db) = TestDb::postgres_from_env().await.unwrap() else {
+            return;
+        };
+        let s = &db.store;
+        let eps = vec![ep("http://a/", &[])];
+        s.register_webhook_endpoints(&eps, NOW).await.unwrap();
+        let delivered = |ids: Vec<String>| async move {
+            let mut out = Vec::new();
+            for id in ids {
+                out.push(!s.event_deliveries(&id).await.unwrap().is_empty());
+            }
+            out
+        };
+        // Event 1 is still being committed when event 2 (older than GAP_SETTLE_MS) is visible.
+        let mut slow = s.pool().begin().await.unwrap();
+        let e1 = insert_event_tx(
+            &mut slow,
+            "order.paid",
+            Some("O1"),
+            &serde_json::json!({}),
+            NOW,
+        )
+        .await
+        .unwrap();
+        let e2 = event(s, "order.paid", "O2", NOW - 5_000).await;
+        assert_eq!(
+            s.fan_out_webhooks(&eps, NOW, 100).await.unwrap().events,
+            0,
+            "waits for event 1"
+        );
+        slow.commit().await.unwrap();
+        assert_eq!(s.fan_out_webhooks(&eps, NOW, 100).await.unwrap().events, 2);
+        assert_eq!(
+            delivered(vec![e1.clone(), e2.clone()]).await,
+            vec![true, true]
+        );
+        let d1 = &s.event_deliveries(&e1).await.unwrap()[0];
+        let d2 = &s.event_deliveries(&e2).await.unwrap()[0];
+        assert!(d1.event_seq < d2.event_seq);
+        // A rolled-back event leaves a hole for good: once it settles, it is stepped over.
+        let mut gone = s.pool().begin().await.unwrap();
+        insert_event_tx(
+            &mut gone,
+            "order.paid",
+            Some("O3"),
+            &serde_json::json!({}),
+            NOW,
+        )
+        .await
+        .unwrap();
+        gone.rollback().await.unwrap();
+        let e4 = event(s, "order.paid", "O4", NOW).await;
+        assert_eq!(
+            s.fan_out_webhooks(&eps, NOW + 10, 100)
+                .await
+                .unwrap()
+                .events,
+            0,
+            "a young hole is waited for"
+        );
+        assert_eq!(
+            s.fan_out_webhooks(&eps, NOW + GAP_SETTLE_MS, 100)
+                .await
+                .unwrap()
+                .events,
+            1,
+            "a settled hole is stepped over"
+        );
+        assert_eq!(delivered(vec![e4]).await, vec![true]);
     }
 }

@@ -176,3 +176,59 @@ impl Store {
         Ok(true)
     }
 }
+
+impl Store {
+    /// Claims up to `limit` unfinished refunds (PENDING: not yet accepted by WeChat; PROCESSING)
+    /// whose next look is due.
+    pub async fn claim_due_refunds(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::Refund>> {
+        let sql = format!(
+            "UPDATE refunds SET lease_owner = $1, lease_until = $2 WHERE out_refund_no IN (\
+             SELECT out_refund_no FROM refunds WHERE state IN ('PENDING', 'PROCESSING') \
+             AND next_query_at IS NOT NULL AND next_query_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+             ORDER BY next_query_at LIMIT $4{}) RETURNING out_refund_no",
+            self.skip_locked()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let no: String = r.try_get("out_refund_no")?;
+            if let Some(refund) = self.get_refund(&no).await? {
+                out.push(refund);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When to look at a claimed refund again (`None`: stop), releasing the lease.
+    pub async fn reschedule_refund(
+        &self,
+        out_refund_no: &str,
+        owner: &str,
+        next_query_at: Option<i64>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE refunds SET next_query_at = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
+             WHERE out_refund_no = $3 AND lease_owner = $4",
+        )
+        .bind(next_query_at)
+        .bind(now)
+        .bind(out_refund_no)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 //! The store's domain operations, on SQLite and (when configured) PostgreSQL.
 
-use wxpay_store::idempotency::Begin;
+use wxpay_store::idempotency::{self, Begin};
 use wxpay_store::testing::TestDb;
 use wxpay_store::*;
 
@@ -521,6 +521,33 @@ async fn a_success_for_a_closed_order_is_recorded_as_paid_after_close() {
         assert_eq!(
             s.get_coupon("CL").await.unwrap().unwrap().state,
             CouponState::Available
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_left_in_progress_by_a_dead_process_is_taken_over_once() {
+    for db in TestDb::all().await.unwrap() {
+        let s = &db.store;
+        assert_eq!(
+            s.idempotency_begin("k", "a", "h", NOW).await.unwrap(),
+            Begin::New
+        );
+        assert_eq!(
+            s.idempotency_begin("k", "a", "h", NOW + 29_999)
+                .await
+                .unwrap(),
+            Begin::InProgress
+        );
+        let later = NOW + idempotency::IN_PROGRESS_TAKEOVER_MS + 1;
+        assert_eq!(
+            s.idempotency_begin("k", "a", "h", later).await.unwrap(),
+            Begin::New
+        );
+        assert_eq!(
+            s.idempotency_begin("k", "a", "h", later).await.unwrap(),
+            Begin::InProgress,
+            "taken over once"
         );
     }
 }

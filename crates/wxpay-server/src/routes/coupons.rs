@@ -9,15 +9,20 @@ use serde::Deserialize;
 use serde_json::json;
 use wxpay_store::{Coupon, NewCoupon, new_id};
 
-#[derive(Deserialize)]
+/// A coupon for one user: a fixed amount off above a minimum spend.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateCoupon {
+pub(crate) struct CreateCoupon {
+    /// 1-64 characters.
     user_id: String,
+    /// Integer fen off, > 0.
     discount_fen: i64,
+    /// The order amount (fen) needed to use it; default 0.
     #[serde(default)]
     min_spend_fen: i64,
     /// Unix seconds.
     expires_at: Option<i64>,
+    /// 1-32 of `[A-Za-z0-9_-]`; generated when absent.
     code: Option<String>,
 }
 
@@ -30,6 +35,24 @@ pub fn coupon_json(c: &Coupon) -> serde_json::Value {
 }
 
 /// `POST /v1/coupons` (API key): issues a coupon to a user.
+#[utoipa::path(
+    post,
+    path = "/v1/coupons",
+    operation_id = "create_coupon",
+    tag = "coupons",
+    summary = "Issue a coupon to a user (API key)",
+    request_body = CreateCoupon,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The coupon, AVAILABLE", body = crate::openapi::Coupon),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A user token", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The code exists already, or the Idempotency-Key is still running", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid fields", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Response {
     let now = state.now_ms();
     let principal = match authenticate(
@@ -112,6 +135,20 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/coupons?user_id=`.
+#[utoipa::path(
+    get,
+    path = "/v1/coupons",
+    operation_id = "list_coupons",
+    tag = "coupons",
+    summary = "A user's coupons",
+    params(("user_id" = Option<String>, Query, description = "Required with an API key; a user token defaults to its own.")),
+    responses(
+        (status = 200, description = "The coupons", body = crate::openapi::CouponList),
+        (status = 400, description = "`user_id` missing", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A user token asking for another user", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let now = state.now_ms();
     let principal = match authenticate(

@@ -1,10 +1,11 @@
 //! HTTP routes. Handlers parse and authorise, call one domain operation, and shape the answer.
 
-mod coupons;
+mod admin;
+pub(crate) mod coupons;
 mod health;
 mod idempotent;
 mod notify;
-mod orders;
+pub(crate) mod orders;
 
 use crate::startup::AppState;
 use axum::Router;
@@ -14,9 +15,12 @@ use std::sync::Arc;
 pub type State = Arc<AppState>;
 
 pub fn router(state: State) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::endpoint))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/docs", get(crate::openapi::docs))
         .route("/v1/orders", post(orders::create).get(orders::list))
         .route("/v1/orders/{order_no}", get(orders::get_one))
         .route("/v1/orders/{order_no}/pay", post(orders::pay))
@@ -30,5 +34,11 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/coupons", post(coupons::create).get(coupons::list))
         .route("/notify/{merchant}", post(notify::notify))
-        .with_state(state)
+        .route("/admin/api/webhook-deliveries", get(admin::list_deliveries))
+        .route("/admin/api/events/{id}", get(admin::get_event))
+        .route("/admin/api/events/{id}/redeliver", post(admin::redeliver))
+        .merge(crate::console::router(state.clone()))
+        .with_state(state);
+    // Request ids, the per-request span and the request metrics wrap every route above.
+    crate::telemetry::instrument(router)
 }

@@ -25,8 +25,11 @@ pub async fn notify(
     body: Bytes,
 ) -> Response {
     let Some(gw) = state.gateways.get(&merchant).cloned() else {
+        // Not a configured merchant: the label must not echo the path.
+        crate::metrics::notification("unknown", "unknown_merchant");
         return (StatusCode::NOT_FOUND, "unknown merchant").into_response();
     };
+    let count = |result: &str| crate::metrics::notification(&merchant, result);
     let header_pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| {
@@ -82,15 +85,20 @@ pub async fn notify(
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, %merchant, "could not store a notification receipt");
+            count("error");
             return reply(gw.notify_reply(false));
         }
     };
     match verified {
         Err(e) => {
             tracing::warn!(%merchant, receipt_id, reason = %e, "notification refused");
+            count("rejected");
             reply(gw.notify_reply(false))
         }
-        Ok(Notification::Payment(p)) if !p.success => reply(gw.notify_reply(true)),
+        Ok(Notification::Payment(p)) if !p.success => {
+            count("not_success");
+            reply(gw.notify_reply(true))
+        }
         Ok(Notification::Payment(p)) => {
             match payments::record_success(
                 &state,
@@ -104,9 +112,13 @@ pub async fn notify(
             .await
             {
                 // Committed (or already recorded, or kept as an anomaly): WeChat may stop.
-                Ok(_) => reply(gw.notify_reply(true)),
+                Ok(out) => {
+                    count(out.as_str());
+                    reply(gw.notify_reply(true))
+                }
                 Err(e) => {
                     tracing::error!(%merchant, receipt_id, error = %e.message, "notification not applied");
+                    count("error");
                     reply(gw.notify_reply(false))
                 }
             }
@@ -116,6 +128,7 @@ pub async fn notify(
                 Ok(found) => found,
                 Err(e) => {
                     tracing::error!(%merchant, error = %e, "refund lookup failed");
+                    count("error");
                     return reply(gw.notify_reply(false));
                 }
             };
@@ -130,9 +143,17 @@ pub async fn notify(
                         refund: r.refund,
                     };
                     match crate::refunds::apply_status(&state, &merchant, &st).await {
-                        Ok(_) => reply(gw.notify_reply(true)),
+                        Ok(changed) => {
+                            count(if changed {
+                                "refund_applied"
+                            } else {
+                                "refund_duplicate"
+                            });
+                            reply(gw.notify_reply(true))
+                        }
                         Err(e) => {
                             tracing::error!(%merchant, error = %e.message, "refund notification not applied");
+                            count("error");
                             reply(gw.notify_reply(false))
                         }
                     }
@@ -141,6 +162,7 @@ pub async fn notify(
                     // Verified, but not a refund we asked for (or another amount): keep the
                     // receipt for review and stop the retries.
                     tracing::warn!(%merchant, out_refund_no = %r.out_refund_no, "refund notification matches no refund of ours");
+                    count("refund_unmatched");
                     reply(gw.notify_reply(true))
                 }
             }

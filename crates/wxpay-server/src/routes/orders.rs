@@ -15,22 +15,32 @@ use wxpay_store::{NewOrder, Order, new_id};
 const MAX_SUBJECT_BYTES: usize = 127;
 const MAX_ITEMS: usize = 100;
 
-#[derive(Deserialize)]
+/// A new order: `amount_fen` or `items` (not both), and optionally a coupon of the user.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateOrder {
+pub(crate) struct CreateOrder {
+    /// 1-64 characters; a user token may only order for itself.
     user_id: String,
+    /// Shown in WeChat: 1-127 bytes of UTF-8, no emoji or control characters.
     subject: String,
+    /// The total in integer fen (> 0), for an order without `items`.
     amount_fen: Option<i64>,
+    /// 1-100 lines; the total is their sum.
     items: Option<Vec<Item>>,
     coupon_code: Option<String>,
 }
 
-#[derive(Deserialize, Serialize)]
+/// One order line.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Item {
+pub(crate) struct Item {
+    /// 1-32 bytes.
     sku: String,
+    /// 1-256 bytes.
     name: String,
+    /// Integer fen, > 0.
     unit_price_fen: i64,
+    /// > 0.
     quantity: i64,
 }
 
@@ -123,6 +133,24 @@ fn price(req: &CreateOrder) -> Result<(i64, Option<String>), ApiError> {
 }
 
 /// `POST /v1/orders`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    operation_id = "create_order",
+    tag = "orders",
+    summary = "Place an order",
+    description = "Prices the order in integer fen and reserves the coupon, if any (payable = amount - discount).",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    responses(
+        (status = 201, description = "The order, CREATED", body = crate::openapi::Order),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A user token ordering for another user", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A conflicting state (e.g. the Idempotency-Key is still running)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid fields or coupon (`invalid_amount`, `coupon_expired`, `idempotency_key_reused`, ...)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Response {
     let p = match principal(&state, &headers) {
         Ok(p) => p,
@@ -206,6 +234,19 @@ async fn load(state: &State, p: &Principal, order_no: &str) -> Result<Order, Api
 }
 
 /// `GET /v1/orders/{order_no}`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_no}",
+    operation_id = "get_order",
+    tag = "orders",
+    summary = "One order",
+    params(("order_no" = String, Path, description = "The order number (`ord_…`).")),
+    responses(
+        (status = 200, description = "The order", body = crate::openapi::Order),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such order (or another user's)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_one(
     S(state): S<State>,
     headers: HeaderMap,
@@ -225,6 +266,20 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/orders?user_id=`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    summary = "A user's orders, newest first (at most 100)",
+    params(("user_id" = Option<String>, Query, description = "Required with an API key; a user token defaults to its own.")),
+    responses(
+        (status = 200, description = "The orders", body = crate::openapi::OrderList),
+        (status = 400, description = "`user_id` missing", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A user token asking for another user", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let r = async {
         let p = principal(&state, &headers)?;
@@ -249,14 +304,37 @@ pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQu
     r.await.into_response()
 }
 
-#[derive(Deserialize)]
+/// Which merchant to pay through, and the paying user's IP address.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayBody {
+pub(crate) struct PayBody {
+    /// A configured merchant id, e.g. `legacy-demo` or `v3-demo`.
     merchant: String,
+    /// The user's IP address (IPv4 or IPv6).
     client_ip: String,
 }
 
 /// `POST /v1/orders/{order_no}/pay`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_no}/pay",
+    operation_id = "pay_order",
+    tag = "orders",
+    summary = "Prepay at WeChat and get the app's signed parameters",
+    description = "Asks WeChat for a prepay id (reusing a still-valid one) and signs the parameters the app hands the WeChat SDK.",
+    request_body = PayBody,
+    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    responses(
+        (status = 200, description = "The attempt and the app's parameters", body = crate::openapi::PayResponse),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such order", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The order is paid, closed or otherwise not payable", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Unknown merchant, bad client_ip, or refused before WeChat saw it", body = crate::openapi::ErrorBody),
+        (status = 502, description = "WeChat refused, failed verification or did not answer (`wechat_*`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The access-token quota would be exceeded (`token_quota`)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn pay(
     S(state): S<State>,
     headers: HeaderMap,
@@ -288,6 +366,21 @@ pub async fn pay(
 }
 
 /// `POST /v1/orders/{order_no}/client-result`: the app says it paid; we ask WeChat.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_no}/client-result",
+    operation_id = "client_result",
+    tag = "orders",
+    summary = "The app says it paid: a hint, never proof",
+    description = "wxpay asks WeChat about the order's pending payments and applies only what a verified answer says, then returns the order. No body.",
+    params(("order_no" = String, Path, description = "The order number (`ord_…`).")),
+    responses(
+        (status = 200, description = "The order as it stands now", body = crate::openapi::Order),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such order", body = crate::openapi::ErrorBody),
+        (status = 502, description = "WeChat could not be asked now; the notification will still come", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn client_result(
     S(state): S<State>,
     headers: HeaderMap,
@@ -303,15 +396,39 @@ pub async fn client_result(
     r.await.into_response()
 }
 
-#[derive(Deserialize)]
+/// A refund of part or all of a paid order.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+pub(crate) struct RefundBody {
+    /// Integer fen; all refunds together never exceed what was paid.
     amount_fen: i64,
+    /// At most 80 bytes, no emoji; shown to the user.
     reason: Option<String>,
+    /// Your refund number (1-64 of `[0-9A-Za-z_-|*@]`); the same number is the same refund.
     out_refund_no: Option<String>,
 }
 
 /// `POST /v1/orders/{order_no}/refunds` (API key).
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_no}/refunds",
+    operation_id = "create_refund",
+    tag = "refunds",
+    summary = "Refund part or all of a paid order (API key, APIv3 merchants)",
+    request_body = RefundBody,
+    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "The refund (PROCESSING until WeChat decides, or already decided)", body = crate::openapi::Refund),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or a wrong API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A user token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such order", body = crate::openapi::ErrorBody),
+        (status = 409, description = "A conflicting state", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Not refundable, more than was paid, invalid fields, or refused by WeChat (`refund_rejected`)", body = crate::openapi::ErrorBody),
+        (status = 502, description = "WeChat did not answer", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn create_refund(
     S(state): S<State>,
     headers: HeaderMap,
@@ -341,6 +458,19 @@ pub async fn create_refund(
 }
 
 /// `GET /v1/orders/{order_no}/refunds`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_no}/refunds",
+    operation_id = "list_refunds",
+    tag = "refunds",
+    summary = "An order's refunds",
+    params(("order_no" = String, Path, description = "The order number (`ord_…`).")),
+    responses(
+        (status = 200, description = "The refunds", body = crate::openapi::RefundList),
+        (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such order", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list_refunds(
     S(state): S<State>,
     headers: HeaderMap,

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod expirer;
+pub mod reconciler;
 pub mod sweeper;
 pub mod webhooks;
 
@@ -77,6 +78,7 @@ impl Workers {
             tokio::spawn(sweeper::run(ctx.clone())),
             tokio::spawn(expirer::run(ctx.clone())),
             tokio::spawn(webhooks::run(ctx.clone())),
+            tokio::spawn(reconciler::run(ctx.clone())),
         ];
         Workers { stop, handles }
     }

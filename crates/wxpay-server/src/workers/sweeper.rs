@@ -37,6 +37,12 @@ pub async fn run(mut ctx: WorkerContext) {
                 tracing::warn!(error = %e, "sweeper round failed");
                 0
             }
+        } + match sweep_refunds_once(&ctx).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "refund sweep failed");
+                0
+            }
         };
         if worked == 0 && !ctx.idle(POLL).await {
             return;
@@ -152,6 +158,62 @@ async fn sweep_attempt(ctx: &WorkerContext, a: &Attempt) -> Result<(), wxpay_sto
         }
     }
     Ok(())
+}
+
+/// The gap before looking at an unfinished refund again: half its age, between 1 min and 1 h.
+pub fn refund_gap_ms(age_ms: i64) -> i64 {
+    (age_ms / 2).clamp(60_000, 3_600_000)
+}
+
+/// One round over unfinished refunds: a PENDING one (WeChat never confirmed it) is sent again
+/// with the same out_refund_no; a PROCESSING one is queried. Returns how many were handled.
+pub async fn sweep_refunds_once(ctx: &WorkerContext) -> Result<usize, wxpay_store::StoreError> {
+    let state = &ctx.state;
+    let due = state
+        .store
+        .claim_due_refunds(&ctx.owner, state.now_ms(), LEASE_MS, BATCH)
+        .await?;
+    let n = due.len();
+    for r in due {
+        if ctx.stopping() {
+            break;
+        }
+        match r.state.as_str() {
+            "PENDING" => {
+                if let Err(e) = crate::refunds::send(state, &r.merchant_id, &r).await {
+                    tracing::info!(out_refund_no = %r.out_refund_no, error = %e.message, "refund resend refused");
+                }
+            }
+            _ => {
+                if let Some(gw) = state.gateways.get(&r.merchant_id).cloned() {
+                    match gw.query_refund(&r.out_refund_no).await {
+                        Ok(st) => {
+                            if let Err(e) =
+                                crate::refunds::apply_status(state, &r.merchant_id, &st).await
+                            {
+                                tracing::warn!(out_refund_no = %r.out_refund_no, error = %e.message, "refund status not applied");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(out_refund_no = %r.out_refund_no, error = %e, "refund query failed; will ask again")
+                        }
+                    }
+                }
+            }
+        }
+        let now = state.now_ms();
+        let still_open = state
+            .store
+            .get_refund(&r.out_refund_no)
+            .await?
+            .is_some_and(|x| x.state == "PENDING" || x.state == "PROCESSING");
+        let next = still_open.then(|| now + refund_gap_ms(now - r.created_at));
+        state
+            .store
+            .reschedule_refund(&r.out_refund_no, &ctx.owner, next, now)
+            .await?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

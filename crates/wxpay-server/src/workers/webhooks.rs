@@ -174,12 +174,7 @@ pub async fn deliver_once(
     let n = due.len();
     let mut jobs = tokio::task::JoinSet::new();
     for d in due {
-        jobs.spawn(deliver(
-            state.clone(),
-            ctx.owner.clone(),
-            client.clone(),
-            d,
-        ));
+        jobs.spawn(deliver(state.clone(), ctx.owner.clone(), client.clone(), d));
     }
     while let Some(done) = jobs.join_next().await {
         match done {
@@ -257,7 +252,10 @@ async fn deliver(
         .record_webhook_attempt(d.id, &owner, outcome, status, error.as_deref(), now)
         .await?;
     if !recorded {
-        tracing::debug!(delivery = d.id, "webhook lease lost before the attempt was recorded");
+        tracing::debug!(
+            delivery = d.id,
+            "webhook lease lost before the attempt was recorded"
+        );
         return Ok(());
     }
     match outcome {
@@ -300,12 +298,19 @@ mod tests {
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_dot_body() {
         // echo -n '1700000000.{"a":1}' | openssl dgst -sha256 -hmac whsec_test
-        let sig = signature_header(&SecretString::from("whsec_test"), 1_700_000_000, br#"{"a":1}"#);
+        let sig = signature_header(
+            &SecretString::from("whsec_test"),
+            1_700_000_000,
+            br#"{"a":1}"#,
+        );
         let mut mac = HmacSha256::new_from_slice(b"whsec_test").unwrap();
         mac.update(br#"1700000000.{"a":1}"#);
         assert_eq!(
             sig,
-            format!("t=1700000000,v1={}", hex::encode(mac.finalize().into_bytes()))
+            format!(
+                "t=1700000000,v1={}",
+                hex::encode(mac.finalize().into_bytes())
+            )
         );
         assert!(sig.starts_with("t=1700000000,v1="));
         assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);

@@ -48,10 +48,15 @@ impl Drop for TestApp {
 }
 
 pub async fn sandbox() -> SandboxHandle {
+    sandbox_with_clock(Arc::new(SystemClock)).await
+}
+
+/// `sandbox()` on an injected clock (share it with the server's to move both through days).
+pub async fn sandbox_with_clock(clock: Arc<dyn wxpay_sandbox::Clock>) -> SandboxHandle {
     let options = SandboxOptions {
         time_scale: 0.001,
         seed: 7,
-        clock: Arc::new(SystemClock),
+        clock,
     };
     // WeChat spaces refunds of one order ≥ 60 s apart; these tests refund back to back.
     let config = SandboxConfig {
