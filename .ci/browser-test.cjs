@@ -202,8 +202,12 @@ async function main() {
     const pageErrors = [];
     const alerts = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
+    // (The wrong-key login answers 401 on purpose; Chromium logs that as a console error.)
     page.on("console", (m) => {
-      if (m.type() === "error") pageErrors.push(m.text());
+      if (m.type() === "error" && !/status of 401/.test(m.text())) pageErrors.push(m.text());
+    });
+    page.on("response", (res) => {
+      if (res.status() >= 500 || res.status() === 404) pageErrors.push(`${res.status()} ${res.url()}`);
     });
     page.on("dialog", async (d) => {
       if (d.type() === "confirm") {
@@ -231,7 +235,7 @@ async function main() {
     step("logging in");
     await page.fill('input[name="key"]', ADMIN_KEY);
     await Promise.all([page.waitForURL(`${base}/admin/orders`), page.click('button[type="submit"]')]);
-    const cookies = await context.cookies(base);
+    const cookies = await context.cookies(`${base}/admin/orders`);
     const session = cookies.find((c) => c.name === "wxpay_console");
     if (!session || !session.httpOnly || session.sameSite !== "Strict" || session.path !== "/admin") {
       fail(`session cookie attributes: ${JSON.stringify(session)}`);

@@ -412,6 +412,21 @@ pub fn render_docs(spec: &Value) -> String {
                 text(op["summary"].as_str().unwrap_or("")),
                 text(op["description"].as_str().unwrap_or(""))
             );
+            let security = op.get("security").or(spec.get("security"));
+            let schemes: Vec<String> = security
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .flat_map(|o| o.keys().map(|k| format!("<code>{}</code>", esc(k))))
+                .collect();
+            if !schemes.is_empty() {
+                let _ = write!(
+                    out,
+                    "<p class=note>Authorization: Bearer — {}</p>",
+                    schemes.join(" or ")
+                );
+            }
             if let Some(params) = op.get("parameters").and_then(Value::as_array) {
                 out.push_str("<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th><th>required</th><th>description</th></tr>");
                 for p in params {

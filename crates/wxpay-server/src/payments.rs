@@ -229,8 +229,9 @@ pub async fn confirm_by_query(state: &AppState, order: &Order) -> Result<(), Api
 }
 
 /// `late_success_refund`: gives back a payment that should not have happened (a success for a
-/// closed order, or a second payment of a paid order). Failures leave the refund PENDING for the
-/// sweeper; the anomaly stays on record either way.
+/// closed order, or a second payment of a paid order). Only the refund is reserved here, due at
+/// once: the refund sweeper sends it (and resends it until WeChat confirms), so answering
+/// WeChat's notification never waits for another WeChat call. The anomaly stays on record.
 async fn refund_late_payment(state: &AppState, merchant: &str, out_trade_no: &str) {
     let supports = state
         .gateways
@@ -246,12 +247,11 @@ async fn refund_late_payment(state: &AppState, merchant: &str, out_trade_no: &st
         .await
     {
         Ok(wxpay_store::RefundCreated::New(r)) => {
-            tracing::warn!(%out_trade_no, out_refund_no = %r.out_refund_no, "refunding a late payment automatically");
-            if let Err(e) = crate::refunds::send(state, merchant, &r).await {
-                tracing::warn!(%out_trade_no, error = %e.message, "automatic refund refused");
-            }
+            tracing::warn!(%out_trade_no, out_refund_no = %r.out_refund_no, "late payment: full refund scheduled");
         }
         Ok(wxpay_store::RefundCreated::Existing(_)) => {}
-        Err(e) => tracing::warn!(%out_trade_no, error = %e, "could not start the automatic refund"),
+        Err(e) => {
+            tracing::warn!(%out_trade_no, error = %e, "could not schedule the automatic refund")
+        }
     }
 }

@@ -276,6 +276,9 @@ pub async fn build(settings: Settings, opts: BuildOptions) -> Result<Application
         clock: opts.clock.clone(),
         tokens,
     });
+    // Webhook endpoints start their cursor now, before any request can create an event, so no
+    // event of this process's lifetime is missed by a freshly configured endpoint.
+    crate::workers::webhooks::register(&state).await?;
     let router = routes::router(state.clone());
     Ok(Application { state, router })
 }

@@ -50,7 +50,11 @@ pub fn instrument(router: axum::Router) -> axum::Router {
                         span.record("latency_ms", latency.as_millis() as u64);
                         tracing::info!("request finished");
                     },
-                ),
+                )
+                // A 5xx is in the "request finished" line already, and some are deliberate (the
+                // APIv3 refusal of a notification is a 500).
+                .on_failure(())
+                .on_eos(()),
         )
         .layer(SetRequestIdLayer::new(header, MakeRequestUuid))
         .layer(axum::middleware::from_fn(drop_bad_request_id))

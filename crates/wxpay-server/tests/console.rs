@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use wxpay_sandbox::config as sb;
 use wxpay_server::configuration::WebhookSettings;
 use wxpay_store::testing::TestDb;
-use wxpay_store::{AttemptOutcome, NewOrder, PaidSource, PaymentSuccess, WebhookEndpoint};
+use wxpay_store::{
+    AttemptOutcome, NewOrder, NewRefund, PaidSource, PaymentSuccess, WebhookEndpoint,
+};
 
 const ADMIN_KEY: &str = "adm_test";
 
@@ -491,6 +493,21 @@ async fn a_paid_orders_timeline_shows_its_attempt_notification_and_event() {
             .unwrap();
         let receipts = app.state.store.list_receipts(out_trade_no).await.unwrap();
         assert!(!receipts.is_empty());
+        // (The legacy protocol refunds outside wxpay; a refund row as the v3 flow would make.)
+        app.state
+            .store
+            .create_refund(
+                &NewRefund {
+                    order_no: order_no.clone(),
+                    out_refund_no: "rf-console-1".into(),
+                    amount_fen: 300,
+                    reason: Some("<broken cup>".into()),
+                    next_query_at: None,
+                },
+                app.state.now_ms(),
+            )
+            .await
+            .unwrap();
         let b = Browser::logged_in(&app).await;
 
         let p = b.get(&format!("/admin/orders/{order_no}")).await;
@@ -508,6 +525,8 @@ async fn a_paid_orders_timeline_shows_its_attempt_notification_and_event() {
             &paid_event.id,
             "¥9.99",
             "<ol class=\"timeline\">",
+            "Refund <code>rf-console-1</code> of ¥3.00",
+            "&lt;broken cup&gt;",
         ] {
             assert!(body.contains(needle), "timeline lacks {needle:?}");
         }
@@ -526,6 +545,8 @@ async fn a_paid_orders_timeline_shows_its_attempt_notification_and_event() {
             sb::DEMO_LEGACY_APP_KEY,
             sb::DEMO_LEGACY_PARTNER_KEY,
             sb::DEMO_LEGACY_APP_SECRET,
+            sb::DEMO_V3_APIV3_KEY,
+            "PRIVATE KEY",
             ADMIN_KEY,
             API_KEY,
         ] {
@@ -777,7 +798,7 @@ async fn webhook_deliveries_are_listed_and_redelivered() {
         let claimed = store
             .claim_due_webhooks(
                 "console-test",
-                &[url.clone()],
+                std::slice::from_ref(&url),
                 app.state.now_ms(),
                 60_000,
                 10,
@@ -811,7 +832,7 @@ async fn webhook_deliveries_are_listed_and_redelivered() {
         let d = store.event_deliveries(&event.id).await.unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].state.as_str(), d[0].attempts), ("PENDING", 0));
-        let shown = b.get(&p.location().to_string()).await.body;
+        let shown = b.get(p.location()).await.body;
         assert!(shown.contains("queued for delivery again"));
         assert_eq!(
             b.post(

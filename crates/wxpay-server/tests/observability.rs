@@ -3,7 +3,8 @@
 //! `WXPAY_TEST_DATABASE_URL` / `WXPAY_TEST_REDIS_URL` are set.
 //!
 //! Every test of this binary logs into one captured buffer (a global `tracing` subscriber at
-//! TRACE for our crates, JSON and text), so the secrets test also reads the others' logs.
+//! TRACE for every crate, ours and the libraries', JSON and text), so the secrets test also reads
+//! the others' logs.
 
 mod common;
 
@@ -40,8 +41,7 @@ impl std::io::Write for BufWriter {
     }
 }
 
-const OUR_CRATES_AT_TRACE: &str = "debug,wxpay_server=trace,wxpay_gateway=trace,wxpay_store=trace,\
-wxpay_sandbox=trace,wxpay_proto=trace,tower_http=trace";
+const EVERYTHING_AT_TRACE: &str = "trace";
 
 /// The buffer every log line of this test binary goes to (installed once).
 fn logs() -> Buf {
@@ -54,11 +54,11 @@ fn logs() -> Buf {
         let json = fmt::layer()
             .json()
             .with_writer(move || BufWriter(a.clone()))
-            .with_filter(EnvFilter::new(OUR_CRATES_AT_TRACE));
+            .with_filter(EnvFilter::new(EVERYTHING_AT_TRACE));
         let text = fmt::layer()
             .with_ansi(false)
             .with_writer(move || BufWriter(b.clone()))
-            .with_filter(EnvFilter::new(OUR_CRATES_AT_TRACE));
+            .with_filter(EnvFilter::new(EVERYTHING_AT_TRACE));
         let subscriber = tracing_subscriber::registry().with(json).with(text);
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in this test binary");
@@ -743,11 +743,19 @@ async fn no_secret_reaches_a_log_line_an_error_body_or_a_metric() {
         let (_, _, docs) = raw(&app, "GET", "/docs", None, None, &[]).await;
         let (_, _, spec) = raw(&app, "GET", "/openapi.json", None, None, &[]).await;
         let logs = log_text();
+        if let Ok(path) = std::env::var("WXPAY_TEST_DUMP_LOGS") {
+            let _ = std::fs::write(path, &logs);
+        }
         assert!(
             logs.contains("notification refused"),
             "the forgeries were logged"
         );
         assert!(logs.contains("request finished"));
+        // Debug lines of our crates were captured (the access token's fetch is one).
+        assert!(
+            logs.contains("fetching a new access token"),
+            "debug capture"
+        );
 
         let mut secrets: Vec<(String, String)> = vec![
             (

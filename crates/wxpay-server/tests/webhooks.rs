@@ -687,6 +687,41 @@ async fn each_endpoint_gets_only_the_events_it_subscribes_to() {
     }
 }
 
+#[tokio::test]
+async fn shutdown_stops_claiming_and_finishes_the_delivery_in_hand() {
+    for db in TestDb::all().await.unwrap() {
+        let sandbox = sandbox().await;
+        let rx = Receiver::start().await;
+        // The receiver takes a second to answer 200 (within the 5 s timeout).
+        rx.script(&[Reply::Hang(Duration::from_secs(1))]);
+        let app = app_with(
+            &db,
+            &sandbox,
+            vec![endpoint(rx.url("/hook"), &[])],
+            vec![1],
+            5000,
+        )
+        .await;
+        let worker = start_worker(&app, "w1");
+        let order_no = paid_legacy_order(&app, &sandbox).await;
+        for _ in 0..600 {
+            if !rx.hits().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(rx.hits().len(), 1, "the delivery is in flight");
+        // SIGTERM now: the worker waits for the answer and records it before it returns.
+        worker.shutdown().await;
+        let d = deliveries_of(&app, &order_no).await;
+        assert_eq!(
+            (d.len(), d[0].state, d[0].attempts, d[0].last_status),
+            (1, DeliveryState::Delivered, 1, Some(200))
+        );
+        assert!(d[0].lease_owner.is_none());
+    }
+}
+
 #[test]
 fn unknown_event_names_and_bad_schedules_are_refused() {
     let mut s = Settings::defaults();

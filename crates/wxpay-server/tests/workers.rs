@@ -306,8 +306,16 @@ async fn a_second_payment_is_refunded_automatically_when_configured() {
             .pay_prepay(first["app_params"]["prepayid"].as_str().unwrap())
             .unwrap();
         let late = format!("late-{}", first["out_trade_no"].as_str().unwrap());
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let ctx = WorkerContext {
+            state: app.state.clone(),
+            stop: rx,
+            owner: "test-worker".into(),
+        };
         let mut refunded = false;
         for _ in 0..400 {
+            // The refund sweeper sends the scheduled refund (and asks about it until it is done).
+            sweeper::sweep_refunds_once(&ctx).await.unwrap();
             if app
                 .state
                 .store
@@ -321,7 +329,12 @@ async fn a_second_payment_is_refunded_automatically_when_configured() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert!(refunded, "the second payment was refunded");
+        assert!(
+            refunded,
+            "the second payment was refunded: {:?} / {:?}",
+            app.state.store.get_refund(&late).await.unwrap(),
+            app.state.store.list_anomalies(&order_no).await.unwrap()
+        );
         let o = app.state.store.get_order(&order_no).await.unwrap().unwrap();
         assert_eq!(
             (o.state.as_str(), o.refunded_fen),

@@ -648,69 +648,86 @@ impl Store {
     /// Duplicates change nothing; a wrong amount or a closed order is recorded as an anomaly.
     pub async fn mark_paid(&self, p: &PaymentSuccess, now: i64) -> Result<MarkPaid> {
         let mut tx = self.pool.begin().await?;
-        let Some(attempt) = fetch_attempt(&mut tx, &p.out_trade_no, self.for_update()).await?
-        else {
-            set_receipt_outcome(&mut tx, p.receipt_id, "unknown_out_trade_no").await?;
-            tx.commit().await?;
-            return Ok(MarkPaid::UnknownAttempt);
+        let pg = self.backend == Backend::Postgres;
+        // PostgreSQL main path in 4 round trips instead of 7 (BEGIN, this UPDATE, the CTE below,
+        // COMMIT): the checks of the general path (right merchant, not yet SUCCEEDED, the
+        // expected amount) are the guard of the UPDATE, which also locks the attempt first, as
+        // the SELECT … FOR UPDATE does. No row: nothing changed, the general path decides.
+        let fast_order_no: Option<String> = if pg {
+            sqlx::query(
+                "UPDATE payment_attempts SET state = 'SUCCEEDED', transaction_id = $1, \
+                 paid_fen = $2, paid_source = $3, paid_at = $4, updated_at = $4, \
+                 next_query_at = NULL WHERE out_trade_no = $5 AND merchant_id = $6 \
+                 AND amount_fen = $2 AND state <> 'SUCCEEDED' RETURNING order_no",
+            )
+            .bind(&p.transaction_id)
+            .bind(p.paid_fen)
+            .bind(p.source.as_str())
+            .bind(now)
+            .bind(&p.out_trade_no)
+            .bind(&p.merchant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<String, _>("order_no"))
+            .transpose()?
+        } else {
+            None
         };
-        if attempt.merchant_id != p.merchant_id {
-            set_receipt_outcome(&mut tx, p.receipt_id, "unknown_out_trade_no").await?;
-            tx.commit().await?;
-            return Ok(MarkPaid::UnknownAttempt);
-        }
-        let order_no = attempt.order_no.clone();
-        if attempt.state == AttemptState::Succeeded {
-            set_receipt_outcome(&mut tx, p.receipt_id, "duplicate").await?;
-            tx.commit().await?;
-            return Ok(MarkPaid::AlreadyRecorded { order_no });
-        }
-        if p.paid_fen != attempt.amount_fen {
-            let first = attempt.anomaly.as_deref() != Some("AMOUNT_MISMATCH");
-            if first {
-                sqlx::query(
-                    "UPDATE payment_attempts SET anomaly = 'AMOUNT_MISMATCH', updated_at = $1 \
-                     WHERE out_trade_no = $2",
-                )
-                .bind(now)
-                .bind(&p.out_trade_no)
-                .execute(&mut *tx)
-                .await?;
-                insert_anomaly(
-                    &mut tx,
-                    "AMOUNT_MISMATCH",
-                    Some(&order_no),
-                    Some(&p.out_trade_no),
-                    p.receipt_id,
-                    &format!(
-                        "WeChat reports {} fen paid (transaction {}), the attempt expects {} fen",
-                        p.paid_fen, p.transaction_id, attempt.amount_fen
-                    ),
-                    now,
-                )
-                .await?;
+        let order_no = match fast_order_no {
+            Some(order_no) => order_no,
+            None => match self.mark_paid_checks(&mut tx, p, now).await? {
+                Ok(order_no) => order_no,
+                Err(done) => {
+                    tx.commit().await?;
+                    return Ok(done);
+                }
+            },
+        };
+        let payload = json!({
+            "order_no": order_no,
+            "out_trade_no": p.out_trade_no,
+            "transaction_id": p.transaction_id,
+            "amount_fen": p.paid_fen,
+            "merchant": p.merchant_id,
+            "source": p.source.as_str(),
+            "paid_at": now,
+        });
+        if pg {
+            // The order, its coupon, the event and the receipt in one statement; no row: the
+            // order was not payable, and the general path below records the anomaly.
+            let paid = sqlx::query(
+                "WITH o AS (UPDATE orders SET state = 'PAID', paid_out_trade_no = $1, \
+                 paid_receipt_id = $2, paid_source = $3, paid_at = $4, updated_at = $4 \
+                 WHERE order_no = $5 AND state IN ('CREATED', 'PAYING') \
+                 RETURNING order_no, coupon_code), \
+                 c AS (UPDATE coupons SET state = 'USED', used_at = $4, updated_at = $4 \
+                 WHERE code = (SELECT coupon_code FROM o) AND state = 'RESERVED' \
+                 AND order_no = (SELECT order_no FROM o)), \
+                 e AS (INSERT INTO outbox_events (id, event_type, order_no, payload, created_at) \
+                 SELECT $6, 'order.paid', order_no, $7, $4 FROM o), \
+                 r AS (UPDATE receipts SET outcome = 'paid' WHERE id = $2 \
+                 AND EXISTS (SELECT 1 FROM o)) \
+                 SELECT order_no FROM o",
+            )
+            .bind(&p.out_trade_no)
+            .bind(p.receipt_id)
+            .bind(p.source.as_str())
+            .bind(now)
+            .bind(&order_no)
+            .bind(new_id("evt_"))
+            .bind(payload.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if paid.is_some() {
+                tx.commit().await?;
+                return Ok(MarkPaid::Paid { order_no });
             }
-            set_receipt_outcome(&mut tx, p.receipt_id, "amount_mismatch").await?;
+            let outcome = self
+                .record_unpayable(&mut tx, p, &order_no, &payload, now)
+                .await?;
             tx.commit().await?;
-            return Ok(MarkPaid::AmountMismatch {
-                order_no,
-                expected_fen: attempt.amount_fen,
-                got_fen: p.paid_fen,
-            });
+            return Ok(outcome);
         }
-        // The attempt succeeded at WeChat, whatever our order thinks.
-        sqlx::query(
-            "UPDATE payment_attempts SET state = 'SUCCEEDED', transaction_id = $1, paid_fen = $2, \
-             paid_source = $3, paid_at = $4, updated_at = $4, next_query_at = NULL \
-             WHERE out_trade_no = $5 AND state <> 'SUCCEEDED'",
-        )
-        .bind(&p.transaction_id)
-        .bind(p.paid_fen)
-        .bind(p.source.as_str())
-        .bind(now)
-        .bind(&p.out_trade_no)
-        .execute(&mut *tx)
-        .await?;
         let updated = sqlx::query(
             "UPDATE orders SET state = 'PAID', paid_out_trade_no = $1, paid_receipt_id = $2, \
              paid_source = $3, paid_at = $4, updated_at = $4 \
@@ -723,15 +740,6 @@ impl Store {
         .bind(&order_no)
         .fetch_optional(&mut *tx)
         .await?;
-        let payload = json!({
-            "order_no": order_no,
-            "out_trade_no": p.out_trade_no,
-            "transaction_id": p.transaction_id,
-            "amount_fen": p.paid_fen,
-            "merchant": p.merchant_id,
-            "source": p.source.as_str(),
-            "paid_at": now,
-        });
         let outcome = if let Some(row) = updated {
             let coupon: Option<String> = row.try_get("coupon_code")?;
             if let Some(code) = coupon {
@@ -749,52 +757,136 @@ impl Store {
             set_receipt_outcome(&mut tx, p.receipt_id, "paid").await?;
             MarkPaid::Paid { order_no }
         } else {
-            let order = fetch_order(&mut tx, &order_no, "").await?;
-            let closed = order
-                .as_ref()
-                .is_some_and(|o| o.state == OrderState::Closed);
-            let (kind, event, outcome) = if closed {
-                (
-                    "PAID_AFTER_CLOSE",
-                    "order.paid_after_close",
-                    MarkPaid::PaidAfterClose {
-                        order_no: order_no.clone(),
-                    },
-                )
-            } else {
-                (
-                    "DUPLICATE_PAYMENT",
-                    "payment.duplicate",
-                    MarkPaid::DuplicatePayment {
-                        order_no: order_no.clone(),
-                    },
-                )
-            };
-            sqlx::query("UPDATE payment_attempts SET anomaly = $1 WHERE out_trade_no = $2")
-                .bind(kind)
-                .bind(&p.out_trade_no)
-                .execute(&mut *tx)
-                .await?;
-            insert_anomaly(
-                &mut tx,
-                kind,
-                Some(&order_no),
-                Some(&p.out_trade_no),
-                p.receipt_id,
-                &format!(
-                    "WeChat transaction {} paid {} fen for an order that is {}",
-                    p.transaction_id,
-                    p.paid_fen,
-                    order.map(|o| o.state.as_str()).unwrap_or("missing")
-                ),
-                now,
-            )
-            .await?;
-            insert_event_tx(&mut tx, event, Some(&order_no), &payload, now).await?;
-            set_receipt_outcome(&mut tx, p.receipt_id, outcome.as_str()).await?;
-            outcome
+            self.record_unpayable(&mut tx, p, &order_no, &payload, now)
+                .await?
         };
         tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The general path of `mark_paid` up to the attempt's transition: the attempt locked and
+    /// checked, SUCCEEDED when the success applies. `Err(outcome)`: decided without a
+    /// transition (unknown attempt, already recorded, amount mismatch); the caller commits.
+    async fn mark_paid_checks(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        p: &PaymentSuccess,
+        now: i64,
+    ) -> Result<std::result::Result<String, MarkPaid>> {
+        let Some(attempt) = fetch_attempt(tx, &p.out_trade_no, self.for_update()).await? else {
+            set_receipt_outcome(tx, p.receipt_id, "unknown_out_trade_no").await?;
+            return Ok(Err(MarkPaid::UnknownAttempt));
+        };
+        if attempt.merchant_id != p.merchant_id {
+            set_receipt_outcome(tx, p.receipt_id, "unknown_out_trade_no").await?;
+            return Ok(Err(MarkPaid::UnknownAttempt));
+        }
+        let order_no = attempt.order_no.clone();
+        if attempt.state == AttemptState::Succeeded {
+            set_receipt_outcome(tx, p.receipt_id, "duplicate").await?;
+            return Ok(Err(MarkPaid::AlreadyRecorded { order_no }));
+        }
+        if p.paid_fen != attempt.amount_fen {
+            let first = attempt.anomaly.as_deref() != Some("AMOUNT_MISMATCH");
+            if first {
+                sqlx::query(
+                    "UPDATE payment_attempts SET anomaly = 'AMOUNT_MISMATCH', updated_at = $1 \
+                     WHERE out_trade_no = $2",
+                )
+                .bind(now)
+                .bind(&p.out_trade_no)
+                .execute(&mut **tx)
+                .await?;
+                insert_anomaly(
+                    tx,
+                    "AMOUNT_MISMATCH",
+                    Some(&order_no),
+                    Some(&p.out_trade_no),
+                    p.receipt_id,
+                    &format!(
+                        "WeChat reports {} fen paid (transaction {}), the attempt expects {} fen",
+                        p.paid_fen, p.transaction_id, attempt.amount_fen
+                    ),
+                    now,
+                )
+                .await?;
+            }
+            set_receipt_outcome(tx, p.receipt_id, "amount_mismatch").await?;
+            return Ok(Err(MarkPaid::AmountMismatch {
+                order_no,
+                expected_fen: attempt.amount_fen,
+                got_fen: p.paid_fen,
+            }));
+        }
+        // The attempt succeeded at WeChat, whatever our order thinks.
+        sqlx::query(
+            "UPDATE payment_attempts SET state = 'SUCCEEDED', transaction_id = $1, paid_fen = $2, \
+             paid_source = $3, paid_at = $4, updated_at = $4, next_query_at = NULL \
+             WHERE out_trade_no = $5 AND state <> 'SUCCEEDED'",
+        )
+        .bind(&p.transaction_id)
+        .bind(p.paid_fen)
+        .bind(p.source.as_str())
+        .bind(now)
+        .bind(&p.out_trade_no)
+        .execute(&mut **tx)
+        .await?;
+        Ok(Ok(order_no))
+    }
+
+    /// A success for an attempt whose order is not payable (closed, or paid through another
+    /// attempt): the anomaly, its event and the receipt's outcome.
+    async fn record_unpayable(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        p: &PaymentSuccess,
+        order_no: &str,
+        payload: &serde_json::Value,
+        now: i64,
+    ) -> Result<MarkPaid> {
+        let order = fetch_order(tx, order_no, "").await?;
+        let closed = order
+            .as_ref()
+            .is_some_and(|o| o.state == OrderState::Closed);
+        let (kind, event, outcome) = if closed {
+            (
+                "PAID_AFTER_CLOSE",
+                "order.paid_after_close",
+                MarkPaid::PaidAfterClose {
+                    order_no: order_no.to_string(),
+                },
+            )
+        } else {
+            (
+                "DUPLICATE_PAYMENT",
+                "payment.duplicate",
+                MarkPaid::DuplicatePayment {
+                    order_no: order_no.to_string(),
+                },
+            )
+        };
+        sqlx::query("UPDATE payment_attempts SET anomaly = $1 WHERE out_trade_no = $2")
+            .bind(kind)
+            .bind(&p.out_trade_no)
+            .execute(&mut **tx)
+            .await?;
+        insert_anomaly(
+            tx,
+            kind,
+            Some(order_no),
+            Some(&p.out_trade_no),
+            p.receipt_id,
+            &format!(
+                "WeChat transaction {} paid {} fen for an order that is {}",
+                p.transaction_id,
+                p.paid_fen,
+                order.map(|o| o.state.as_str()).unwrap_or("missing")
+            ),
+            now,
+        )
+        .await?;
+        insert_event_tx(tx, event, Some(order_no), payload, now).await?;
+        set_receipt_outcome(tx, p.receipt_id, outcome.as_str()).await?;
         Ok(outcome)
     }
 

@@ -139,7 +139,7 @@ impl Store {
         .bind(paid)
         .bind("payment after the order was closed or already paid")
         .bind(now)
-        .bind(now + 60_000)
+        .bind(now)
         .execute(self.pool())
         .await?;
         let r = self

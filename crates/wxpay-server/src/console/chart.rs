@@ -71,19 +71,17 @@ pub fn svg(buckets: &[MinuteBucket], from_ms: i64, minutes: i64) -> String {
             W - RIGHT
         );
     }
-    for (n, label_y) in [
-        (0, y_count(0)),
-        (max_paid / 2, y_count(max_paid / 2)),
-        (max_paid, y_count(max_paid)),
-    ] {
-        if n == 0 || max_paid > 1 || n == max_paid {
-            let _ = write!(
-                s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#2563eb\">{n}</text>",
-                LEFT - 6.0,
-                label_y + 4.0
-            );
-        }
+    let mut ticks = vec![0, max_paid];
+    if max_paid >= 2 {
+        ticks.insert(1, max_paid / 2);
+    }
+    for n in ticks {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#2563eb\">{n}</text>",
+            LEFT - 6.0,
+            y_count(n) + 4.0
+        );
     }
     for (pct, pm) in [(0, 0), (50, 500), (100, 1000)] {
         let _ = write!(

@@ -105,6 +105,7 @@ pub fn layout(title: &str, nav: Option<&Nav>, body: &str) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"referrer\" content=\"no-referrer\">\
+         <link rel=\"icon\" href=\"data:,\">\
          <title>{} · wxpay admin</title>\
          <link rel=\"stylesheet\" href=\"/admin/assets/console.css\">\
          <script src=\"/admin/assets/console.js\" defer></script></head><body>",
