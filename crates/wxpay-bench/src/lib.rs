@@ -9,7 +9,8 @@
 //! 2. **Order + prepay** — `POST /v1/orders` then `POST /v1/orders/{no}/pay` through the
 //!    in-process sandbox; for APIv3 beside the machine's RSA-2048 signing rate.
 //! 3. **Growth** — notification and order-query latency with 10 thousand, 1 million (and, with
-//!    `--growth-max 10000000`, 10 million) orders bulk-loaded into a second scratch database.
+//!    `--growth-max 10000000`, 10 million) orders, one bulk-loaded scratch database per size,
+//!    measured in interleaved rounds.
 //! 4. **Memory** — RSS of this process (server + sandbox + load generator) idle and at peak.
 //!
 //! Loopback only; every run is bounded in count and time; scratch databases are dropped.
@@ -918,6 +919,23 @@ fn pgbench_rate(rep: &BenchReport, c: usize) -> Option<f64> {
         .filter(|r| *r > 0.0)
 }
 
+/// One database of the growth phase, loaded to `size` orders, with its own server.
+struct Level {
+    size: u64,
+    db: TestDb,
+    server: Server,
+    pending_from: i64,
+    end: i64,
+    load_secs: f64,
+    notifications: Arc<Vec<notify::Prepared>>,
+    queries: Arc<Vec<String>>,
+    notify: RunStats,
+    query: RunStats,
+}
+
+/// Each size gets its own scratch database (loaded, then settled), and the sizes are measured
+/// in interleaved rounds, so that a change in the machine's load during the phase (other work on
+/// a shared machine) weighs on every size alike instead of on whichever ran last.
 async fn growth(
     opts: &BenchOptions,
     rep: &mut BenchReport,
@@ -925,92 +943,119 @@ async fn growth(
     admin_url: &str,
     sandbox: &SandboxHandle,
 ) -> Result<(), String> {
-    let gdb = TestDb::postgres(admin_url)
-        .await
-        .map_err(|e| format!("creating the growth database: {e}"))?;
-    let server = Server::start(
-        gdb.store.clone(),
-        &gdb.url,
-        sandbox,
-        &ctx.wechat_key.public_key(),
-    )
-    .await?;
+    let mut sizes = opts.growth.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let samples = sizes
+        .iter()
+        .map(|s| (s / 2).max(1) as usize)
+        .min()
+        .unwrap_or(1)
+        .min(opts.growth_samples.max(1));
+    let mut levels: Vec<Level> = Vec::new();
     let result = async {
-        let mut sizes = opts.growth.clone();
-        sizes.sort_unstable();
-        sizes.dedup();
-        let mut loaded = KEY_BASE;
-        for size in sizes {
-            let samples = opts.growth_samples.min((size / 2).max(1) as usize);
+        for &size in &sizes {
+            let db = TestDb::postgres(admin_url)
+                .await
+                .map_err(|e| format!("creating a growth database: {e}"))?;
             let end = KEY_BASE + size as i64;
             let pending_from = end - samples as i64;
             let t = Instant::now();
-            let mut from = loaded;
+            let mut from = KEY_BASE;
             while from < pending_from {
                 let to = (from + LOAD_CHUNK).min(pending_from);
-                pg::load(
-                    &gdb.store,
-                    from,
-                    to,
-                    Rows::PaidHistory,
-                    "legacy-demo",
-                    "legacy",
-                )
-                .await?;
+                pg::load(&db.store, from, to, Rows::PaidHistory, "legacy-demo", "legacy").await?;
                 from = to;
                 if (from - KEY_BASE) % 1_000_000 == 0 {
-                    eprintln!("bench: growth: {} orders loaded", from - KEY_BASE);
+                    eprintln!(
+                        "bench: growth: {} of {} orders loaded",
+                        from - KEY_BASE,
+                        human(size)
+                    );
                 }
             }
-            pg::load(
-                &gdb.store,
-                pending_from.max(loaded),
-                end,
-                Rows::Pending,
-                "legacy-demo",
-                "legacy",
+            pg::load(&db.store, pending_from, end, Rows::Pending, "legacy-demo", "legacy").await?;
+            pg::settle(&db.store).await?;
+            let load_secs = t.elapsed().as_secs_f64();
+            let server = Server::start(
+                db.store.clone(),
+                &db.url,
+                sandbox,
+                &ctx.wechat_key.public_key(),
             )
             .await?;
-            loaded = end;
-            pg::analyze(&gdb.store).await?;
-            let load_secs = t.elapsed().as_secs_f64();
-            let prepared = prepare_notifications(keys(pending_from, end), None).await?;
-            let op = notify_op(ctx.client.clone(), server.base.clone(), prepared, false);
-            let st = closed_loop(samples, 1, ctx.cap, op).await;
-            let mut r = row(
-                Kind::GrowthNotify,
-                format!("growth: legacy notify, {} orders", human(size)),
-                size.to_string(),
-                samples,
-                &st,
-            );
-            r.paid_in_db = Some(pg::count_succeeded(&gdb.store, pending_from, end).await?);
-            r.note = format!("one at a time; loaded in {load_secs:.0} s");
-            rep.push(r);
-            let qkeys: Vec<String> = {
+            let notifications = prepare_notifications(keys(pending_from, end), None).await?;
+            let queries: Vec<String> = {
                 use rand::RngExt;
                 let mut rng = rand::rng();
                 (0..samples)
                     .map(|_| rng.random_range(KEY_BASE..end).to_string())
                     .collect()
             };
-            let op = query_op(ctx.client.clone(), server.base.clone(), Arc::new(qkeys));
-            let st = closed_loop(samples, 1, ctx.cap, op).await;
+            levels.push(Level {
+                size,
+                db,
+                server,
+                pending_from,
+                end,
+                load_secs,
+                notifications,
+                queries: Arc::new(queries),
+                notify: RunStats::default(),
+                query: RunStats::default(),
+            });
+        }
+        const ROUNDS: usize = 10;
+        for round in 0..ROUNDS {
+            let (a, b) = (samples * round / ROUNDS, samples * (round + 1) / ROUNDS);
+            if a == b {
+                continue;
+            }
+            for level in levels.iter_mut() {
+                let part = Arc::new(level.notifications[a..b].to_vec());
+                let op = notify_op(ctx.client.clone(), level.server.base.clone(), part, false);
+                level
+                    .notify
+                    .absorb(closed_loop(b - a, 1, ctx.cap, op).await);
+                let part = Arc::new(level.queries[a..b].to_vec());
+                let op = query_op(ctx.client.clone(), level.server.base.clone(), part);
+                level
+                    .query
+                    .absorb(closed_loop(b - a, 1, ctx.cap, op).await);
+            }
+        }
+        for level in &levels {
+            let mut r = row(
+                Kind::GrowthNotify,
+                format!("growth: legacy notify, {} orders", human(level.size)),
+                level.size.to_string(),
+                samples,
+                &level.notify,
+            );
+            r.paid_in_db =
+                Some(pg::count_succeeded(&level.db.store, level.pending_from, level.end).await?);
+            r.note = format!(
+                "one at a time, {ROUNDS} rounds interleaved with the other sizes; loaded in {:.0} s",
+                level.load_secs
+            );
+            rep.push(r);
             let mut r = row(
                 Kind::GrowthQuery,
-                format!("growth: GET order, {} orders", human(size)),
-                size.to_string(),
+                format!("growth: GET order, {} orders", human(level.size)),
+                level.size.to_string(),
                 samples,
-                &st,
+                &level.query,
             );
-            r.note = "one at a time, random orders".into();
+            r.note = "one at a time, random orders, interleaved".into();
             rep.push(r);
         }
         Ok::<(), String>(())
     }
     .await;
-    server.stop().await;
-    drop(gdb);
+    for level in levels {
+        level.server.stop().await;
+        drop(level.db);
+    }
     result
 }
 

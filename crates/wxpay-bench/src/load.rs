@@ -46,6 +46,13 @@ impl RunStats {
         self.lat_us[rank - 1] as f64 / 1000.0
     }
 
+    /// Adds another run's results (its time too).
+    pub fn absorb(&mut self, other: RunStats) {
+        self.secs += other.secs;
+        self.merge(other.lat_us, other.errors, other.first_error);
+        self.lat_us.sort_unstable();
+    }
+
     fn merge(&mut self, lat: Vec<u32>, errors: usize, first_error: Option<String>) {
         self.ok += lat.len();
         self.lat_us.extend(lat);

@@ -149,6 +149,22 @@ pub async fn load(
     Ok(())
 }
 
+/// After a large bulk load, what a database in steady state looks like: `VACUUM ANALYZE` (hint
+/// bits and visibility map set, statistics fresh — this cluster may run without autovacuum) and
+/// a `CHECKPOINT` (needs superuser; skipped otherwise) so the load's writes do not land in the
+/// measurement.
+pub async fn settle(store: &Store) -> Result<(), String> {
+    if store.backend() != Backend::Postgres {
+        return analyze(store).await;
+    }
+    sqlx::raw_sql("VACUUM ANALYZE")
+        .execute(store.pool())
+        .await
+        .map_err(|e| format!("VACUUM ANALYZE: {e}"))?;
+    let _ = sqlx::raw_sql("CHECKPOINT").execute(store.pool()).await;
+    Ok(())
+}
+
 /// Fresh planner statistics after a bulk load.
 pub async fn analyze(store: &Store) -> Result<(), String> {
     sqlx::query("ANALYZE")

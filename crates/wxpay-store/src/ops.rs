@@ -341,9 +341,31 @@ impl Store {
                 "the order amount must be a positive number of fen",
             ));
         }
+        let insert = format!(
+            "INSERT INTO orders (order_no, user_id, subject, items_json, amount_fen, discount_fen, \
+             payable_fen, refunded_fen, coupon_code, state, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 'CREATED', $9, $9, $10) \
+             RETURNING {ORDER_COLS}"
+        );
+        let Some(code) = &o.coupon_code else {
+            // Nothing to reserve: one statement, one round trip.
+            let row = sqlx::query(AssertSqlSafe(insert))
+                .bind(&o.order_no)
+                .bind(&o.user_id)
+                .bind(&o.subject)
+                .bind(&o.items_json)
+                .bind(o.amount_fen)
+                .bind(0i64)
+                .bind(o.amount_fen)
+                .bind(&o.coupon_code)
+                .bind(now)
+                .bind(o.expires_at)
+                .fetch_one(&self.pool)
+                .await?;
+            return decode_order_row(&row);
+        };
         let mut tx = self.pool.begin().await?;
-        let mut discount = 0i64;
-        if let Some(code) = &o.coupon_code {
+        let discount = {
             let sql = format!(
                 "SELECT {COUPON_COLS} FROM coupons WHERE code = $1{}",
                 self.for_update()
@@ -414,29 +436,25 @@ impl Store {
                     format!("coupon {code} was taken concurrently"),
                 ));
             }
-            discount = coupon.discount_fen;
-        }
+            coupon.discount_fen
+        };
         let payable = o.amount_fen - discount;
-        sqlx::query(
-            "INSERT INTO orders (order_no, user_id, subject, items_json, amount_fen, discount_fen, \
-             payable_fen, refunded_fen, coupon_code, state, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 'CREATED', $9, $9, $10)",
-        )
-        .bind(&o.order_no)
-        .bind(&o.user_id)
-        .bind(&o.subject)
-        .bind(&o.items_json)
-        .bind(o.amount_fen)
-        .bind(discount)
-        .bind(payable)
-        .bind(&o.coupon_code)
-        .bind(now)
-        .bind(o.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        let order = fetch_order(&mut tx, &o.order_no, "").await?;
+        let row = sqlx::query(AssertSqlSafe(insert))
+            .bind(&o.order_no)
+            .bind(&o.user_id)
+            .bind(&o.subject)
+            .bind(&o.items_json)
+            .bind(o.amount_fen)
+            .bind(discount)
+            .bind(payable)
+            .bind(&o.coupon_code)
+            .bind(now)
+            .bind(o.expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+        let order = decode_order_row(&row)?;
         tx.commit().await?;
-        order.ok_or_else(|| StoreError::NotFound(o.order_no.clone()))
+        Ok(order)
     }
 
     pub async fn get_order(&self, order_no: &str) -> Result<Option<Order>> {
@@ -513,11 +531,11 @@ impl Store {
         .bind(&a.order_no)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO payment_attempts (out_trade_no, order_no, merchant_id, protocol, amount_fen, \
              state, created_at, updated_at, next_query_at, query_count, request_json) \
-             VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $6, $7, 0, $8)",
-        )
+             VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $6, $7, 0, $8) RETURNING {ATTEMPT_COLS}"
+        )))
         .bind(&a.out_trade_no)
         .bind(&a.order_no)
         .bind(&a.merchant_id)
@@ -526,11 +544,11 @@ impl Store {
         .bind(now)
         .bind(a.next_query_at)
         .bind(&a.request_json)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let attempt = fetch_attempt(&mut tx, &a.out_trade_no, "").await?;
+        let attempt = decode_attempt_row(&row)?;
         tx.commit().await?;
-        attempt.ok_or_else(|| StoreError::NotFound(a.out_trade_no.clone()))
+        Ok(attempt)
     }
 
     /// Records the prepay id WeChat gave for a pending attempt.
