@@ -219,9 +219,14 @@ pub fn find_pgbench(explicit: Option<&Path>) -> Option<PathBuf> {
 /// Which pgbench script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Script {
-    /// Exactly what `Store::mark_paid` sends on its main path: BEGIN, SELECT … FOR UPDATE,
-    /// UPDATE attempt, UPDATE order … RETURNING, INSERT event, UPDATE receipt, COMMIT.
+    /// Exactly what `Store::mark_paid` sends on its PostgreSQL main path: BEGIN, the guarded
+    /// UPDATE of the attempt … RETURNING order_no, one statement of CTEs (order, coupon, event,
+    /// receipt), COMMIT.
     MarkPaid,
+    /// What `mark_paid` sent before it was folded (and still sends on SQLite): BEGIN,
+    /// SELECT … FOR UPDATE, UPDATE attempt, UPDATE order … RETURNING, INSERT event, UPDATE
+    /// receipt, COMMIT.
+    MarkPaidOld,
     /// The database work of one notification: the receipt INSERT (its own commit), then
     /// [`Script::MarkPaid`].
     NotifySql,
@@ -232,7 +237,8 @@ pub enum Script {
 impl Script {
     pub fn label(self) -> &'static str {
         match self {
-            Script::MarkPaid => "pgbench mark_paid (BEGIN+5+COMMIT)",
+            Script::MarkPaid => "pgbench mark_paid (BEGIN+2+COMMIT)",
+            Script::MarkPaidOld => "pgbench old mark_paid (BEGIN+5+COMMIT)",
             Script::NotifySql => "pgbench receipt+mark_paid",
             Script::Cte => "pgbench mark_paid as 1 CTE",
         }
@@ -245,6 +251,25 @@ const PREAMBLE: &str =
 /// The script text. Every transaction takes the next key of its client: `base + k·C + client`.
 pub fn script(which: Script, merchant: &str) -> String {
     let mark_paid = format!(
+        "BEGIN;\n\
+         UPDATE payment_attempts SET state = 'SUCCEEDED', transaction_id = :i, paid_fen = 1, \
+         paid_source = 'notify', paid_at = :now, updated_at = :now, next_query_at = NULL \
+         WHERE out_trade_no = :i AND merchant_id = '{merchant}' AND amount_fen = 1 \
+         AND state <> 'SUCCEEDED' RETURNING order_no \\gset a_\n\
+         WITH o AS (UPDATE orders SET state = 'PAID', paid_out_trade_no = :i, \
+         paid_receipt_id = :RID, paid_source = 'notify', paid_at = :now, updated_at = :now \
+         WHERE order_no = :a_order_no AND state IN ('CREATED', 'PAYING') \
+         RETURNING order_no, coupon_code), \
+         c AS (UPDATE coupons SET state = 'USED', used_at = :now, updated_at = :now \
+         WHERE code = (SELECT coupon_code FROM o) AND state = 'RESERVED' \
+         AND order_no = (SELECT order_no FROM o)), \
+         e AS (INSERT INTO outbox_events (id, event_type, order_no, payload, created_at) \
+         SELECT :i, 'order.paid', order_no, '{SAMPLE_PAYLOAD}', :now FROM o), \
+         r AS (UPDATE receipts SET outcome = 'paid' WHERE id = :RID AND EXISTS (SELECT 1 FROM o)) \
+         SELECT order_no FROM o;\n\
+         COMMIT;\n"
+    );
+    let mark_paid_old = format!(
         "BEGIN;\n\
          SELECT out_trade_no, order_no, merchant_id, protocol, amount_fen, state, prepay_id, \
          prepay_expires_at, transaction_id, paid_fen, paid_source, anomaly, created_at, updated_at, \
@@ -263,6 +288,7 @@ pub fn script(which: Script, merchant: &str) -> String {
     );
     match which {
         Script::MarkPaid => format!("{PREAMBLE}{}", mark_paid.replace(":RID", ":i")),
+        Script::MarkPaidOld => format!("{PREAMBLE}{}", mark_paid_old.replace(":RID", ":i")),
         Script::NotifySql => format!(
             "{PREAMBLE}INSERT INTO receipts (merchant_id, kind, received_at, remote_addr, query, \
              headers_json, body, body_truncated, verified, outcome, detail, out_trade_no, \
@@ -389,7 +415,12 @@ mod tests {
 
     #[test]
     fn scripts_take_one_key_per_transaction() {
-        for s in [Script::MarkPaid, Script::NotifySql, Script::Cte] {
+        for s in [
+            Script::MarkPaid,
+            Script::MarkPaidOld,
+            Script::NotifySql,
+            Script::Cte,
+        ] {
             let text = script(s, "legacy-demo");
             assert!(text.starts_with(PREAMBLE));
             assert!(!text.contains(":RID"));

@@ -58,7 +58,7 @@ async fn the_bench_runs_on_tiny_counts() {
     if pg {
         if find_pgbench(None).is_some() {
             let pgb: Vec<_> = of(Kind::Pgbench).collect();
-            assert_eq!(pgb.len(), 6, "three scripts at two concurrencies: {pgb:?}");
+            assert_eq!(pgb.len(), 8, "four scripts at two concurrencies: {pgb:?}");
             for r in pgb {
                 assert_eq!((r.ok, r.errors), (r.requested, 0), "{r:?}");
                 assert!(r.rate > 0.0);
