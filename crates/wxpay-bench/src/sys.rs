@@ -43,7 +43,7 @@ const AUTH_MESSAGE: &str = "POST\n/v3/pay/transactions/app\n1700000000\n593BEC0C
 pub fn sign_rate(key: &RsaPrivateKey, threads: usize, secs: f64) -> f64 {
     let dur = Duration::from_secs_f64(secs.max(0.05));
     let start = Instant::now();
-    let total: u64 = std::thread::scope(|s| {
+    let signs: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 s.spawn(|| {
@@ -58,7 +58,7 @@ pub fn sign_rate(key: &RsaPrivateKey, threads: usize, secs: f64) -> f64 {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    total as f64 / start.elapsed().as_secs_f64()
+    signs as f64 / start.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]
