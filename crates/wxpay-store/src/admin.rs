@@ -9,7 +9,6 @@
 
 use crate::ops::{ORDER_COLS, decode_order_row};
 use crate::{Anomaly, Backend, Order, OrderState, Receipt, Result, Store, StoreError};
-use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
 /// The largest page the console asks for.
@@ -90,39 +89,6 @@ const ANOMALY_COLS: &str =
 /// Receipts that belong in the review queue: unverified ones and verified payments for an
 /// unknown out_trade_no.
 const REVIEWABLE_RECEIPT: &str = "(verified = 0 OR outcome = 'unknown_out_trade_no')";
-
-fn receipt_row(r: &AnyRow) -> Result<Receipt> {
-    Ok(Receipt {
-        id: r.try_get("id")?,
-        merchant_id: r.try_get("merchant_id")?,
-        kind: r.try_get("kind")?,
-        received_at: r.try_get("received_at")?,
-        remote_addr: r.try_get("remote_addr")?,
-        query: r.try_get("query")?,
-        headers_json: r.try_get("headers_json")?,
-        body: r.try_get("body")?,
-        body_truncated: r.try_get::<i64, _>("body_truncated")? != 0,
-        verified: r.try_get::<i64, _>("verified")? != 0,
-        outcome: r.try_get("outcome")?,
-        detail: r.try_get("detail")?,
-        out_trade_no: r.try_get("out_trade_no")?,
-        transaction_id: r.try_get("transaction_id")?,
-    })
-}
-
-fn anomaly_row(r: &AnyRow) -> Result<Anomaly> {
-    Ok(Anomaly {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        order_no: r.try_get("order_no")?,
-        out_trade_no: r.try_get("out_trade_no")?,
-        receipt_id: r.try_get("receipt_id")?,
-        detail: r.try_get("detail")?,
-        created_at: r.try_get("created_at")?,
-        resolved_at: r.try_get("resolved_at")?,
-        resolution: r.try_get("resolution")?,
-    })
-}
 
 fn review_kind(r: &Receipt) -> &'static str {
     if r.verified {
@@ -232,7 +198,7 @@ impl Store {
             .bind(order_no)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(receipt_row).collect()
+        rows.iter().map(crate::ops::decode_receipt).collect()
     }
 
     pub async fn admin_get_receipt(&self, id: i64) -> Result<Option<Receipt>> {
@@ -241,7 +207,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(receipt_row).transpose()
+        row.as_ref().map(crate::ops::decode_receipt).transpose()
     }
 
     /// Whether a table exists, by a cheap query (for sections that depend on a later migration).
@@ -288,7 +254,7 @@ impl Store {
             .await?;
         let mut items = rows
             .iter()
-            .map(|r| anomaly_row(r).map(ReviewItem::Anomaly))
+            .map(|r| crate::ops::decode_anomaly(r).map(ReviewItem::Anomaly))
             .collect::<Result<Vec<_>>>()?;
         let sql = format!(
             "SELECT {RECEIPT_COLS} FROM receipts r WHERE {REVIEWABLE_RECEIPT} AND NOT EXISTS \
@@ -299,7 +265,7 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         for r in &rows {
-            let receipt = receipt_row(r)?;
+            let receipt = crate::ops::decode_receipt(r)?;
             items.push(ReviewItem::Receipt {
                 kind: review_kind(&receipt),
                 receipt,
@@ -329,7 +295,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(anomaly_row).transpose()
+        row.as_ref().map(crate::ops::decode_anomaly).transpose()
     }
 
     /// Marks an open anomaly resolved with the operator's note. `Ok(false)` when it was already
@@ -383,7 +349,7 @@ impl Store {
             .bind(receipt_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(receipt) = row.as_ref().map(receipt_row).transpose()? else {
+        let Some(receipt) = row.as_ref().map(crate::ops::decode_receipt).transpose()? else {
             return Err(StoreError::NotFound(format!("receipt {receipt_id}")));
         };
         let seen: i64 = sqlx::query("SELECT COUNT(*) AS n FROM anomalies WHERE receipt_id = $1")

@@ -194,7 +194,7 @@ fn decode_coupon(r: &AnyRow) -> Result<Coupon> {
     })
 }
 
-fn decode_receipt(r: &AnyRow) -> Result<Receipt> {
+pub(crate) fn decode_receipt(r: &AnyRow) -> Result<Receipt> {
     Ok(Receipt {
         id: r.try_get("id")?,
         merchant_id: r.try_get("merchant_id")?,
@@ -213,7 +213,7 @@ fn decode_receipt(r: &AnyRow) -> Result<Receipt> {
     })
 }
 
-fn decode_event(r: &AnyRow) -> Result<Event> {
+pub(crate) fn decode_event(r: &AnyRow) -> Result<Event> {
     Ok(Event {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -224,7 +224,7 @@ fn decode_event(r: &AnyRow) -> Result<Event> {
     })
 }
 
-fn decode_anomaly(r: &AnyRow) -> Result<Anomaly> {
+pub(crate) fn decode_anomaly(r: &AnyRow) -> Result<Anomaly> {
     Ok(Anomaly {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,

@@ -190,17 +190,6 @@ fn decode_delivery(r: &AnyRow) -> Result<WebhookDelivery> {
     })
 }
 
-fn decode_event_row(r: &AnyRow) -> Result<Event> {
-    Ok(Event {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        event_type: r.try_get("event_type")?,
-        order_no: r.try_get("order_no")?,
-        payload: r.try_get("payload")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
 /// `s` cut to at most `cap` bytes, on a character boundary.
 pub fn truncate_utf8(s: &str, cap: usize) -> &str {
     if s.len() <= cap {
@@ -556,7 +545,7 @@ impl Store {
         .bind(event_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(decode_event_row).transpose()
+        row.as_ref().map(crate::ops::decode_event).transpose()
     }
 
     /// Sends an event again, in one transaction: every delivery of it to a configured endpoint
@@ -576,7 +565,7 @@ impl Store {
         .bind(event_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(event) = row.as_ref().map(decode_event_row).transpose()? else {
+        let Some(event) = row.as_ref().map(crate::ops::decode_event).transpose()? else {
             return Err(StoreError::NotFound(format!("event {event_id}")));
         };
         for e in endpoints.iter().filter(|e| e.wants(&event.event_type)) {
