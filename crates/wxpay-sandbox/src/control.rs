@@ -78,7 +78,7 @@ impl Sandbox {
     /// Must be called inside a tokio runtime.
     pub fn pay_prepay(&self, prepay_id: &str) -> Result<OrderView, SandboxError> {
         let idx = self.lookup_prepay(prepay_id)?;
-        pay_order(&self.inner, idx, Some(prepay_id))
+        pay_order(&self.inner, idx, Some(prepay_id), false)
     }
 
     /// The user pays through the WeChat app with the client parameters the merchant's backend
@@ -89,7 +89,7 @@ impl Sandbox {
     pub fn pay_with_request(&self, req: &AppPayRequest) -> Result<OrderView, SandboxError> {
         let idx = self.lookup_prepay(&req.prepayid)?;
         check_pay_request(&self.inner, idx, req)?;
-        pay_order(&self.inner, idx, Some(&req.prepayid))
+        pay_order(&self.inner, idx, Some(&req.prepayid), false)
     }
 
     /// The user pays the order `out_trade_no` of `merchant` (mchid or partner).
@@ -99,7 +99,20 @@ impl Sandbox {
         out_trade_no: &str,
     ) -> Result<OrderView, SandboxError> {
         let idx = self.lookup_out_trade_no(merchant, out_trade_no)?;
-        pay_order(&self.inner, idx, None)
+        pay_order(&self.inner, idx, None, false)
+    }
+
+    /// WeChat's race, on purpose: a payment the user had already started completes although
+    /// the order was closed or its `time_expire` passed (the reason a merchant must handle a
+    /// success for a closed order). The order becomes SUCCESS and its notification starts.
+    /// Refused only for an order that is already paid.
+    pub fn pay_late_out_trade_no(
+        &self,
+        merchant: &str,
+        out_trade_no: &str,
+    ) -> Result<OrderView, SandboxError> {
+        let idx = self.lookup_out_trade_no(merchant, out_trade_no)?;
+        pay_order(&self.inner, idx, None, true)
     }
 
     /// The user presses "Cancel" for `prepay_id`: nothing is paid, the order stays NOTPAY.
@@ -375,6 +388,7 @@ pub(crate) fn pay_order(
     inner: &Arc<Inner>,
     idx: usize,
     via_prepay: Option<&str>,
+    late: bool,
 ) -> Result<OrderView, SandboxError> {
     let now = inner.now();
     let (view, notification) = {
@@ -384,15 +398,17 @@ pub(crate) fn pay_order(
             TradeState::Success | TradeState::Refund => {
                 return Err(SandboxError::Conflict("order already paid".into()));
             }
-            TradeState::Closed => return Err(SandboxError::Conflict("order closed".into())),
-            TradeState::Notpay => {}
+            TradeState::Closed if !late => {
+                return Err(SandboxError::Conflict("order closed".into()));
+            }
+            TradeState::Closed | TradeState::Notpay => {}
         }
         if let Some(p) = via_prepay
             && (p != o.prepay_id || now > o.prepay_expires_at)
         {
             return Err(SandboxError::Conflict("prepay_id expired".into()));
         }
-        if now > o.pay_deadline {
+        if now > o.pay_deadline && !late {
             return Err(SandboxError::Conflict(
                 "order expired (time_expire passed)".into(),
             ));
@@ -508,7 +524,7 @@ async fn api_pay(State(inner): State<Arc<Inner>>, body: axum::body::Bytes) -> Re
     let s = sb(&inner);
     result(parse_body::<PayTarget>(&body).and_then(|t| {
         let (idx, via) = s.resolve(&t)?;
-        pay_order(&inner, idx, via.as_deref())
+        pay_order(&inner, idx, via.as_deref(), false)
     }))
 }
 

@@ -198,6 +198,22 @@ async fn v3_query_close_and_not_found() {
         .await;
     assert_eq!((r.status, r.code().as_str()), (400, "ORDER_CLOSED"));
     assert!(h.pay_prepay(&prepay).is_err());
+    assert!(
+        h.pay_out_trade_no(DEMO_V3_MCHID, "closeme000001").is_err(),
+        "a closed order cannot be paid"
+    );
+    // Only WeChat's race, asked for on purpose, pays a closed order: SUCCESS, once.
+    let late = h
+        .pay_late_out_trade_no(DEMO_V3_MCHID, "closeme000001")
+        .unwrap();
+    assert_eq!(late.state, "SUCCESS");
+    let t: Transaction =
+        serde_json::from_slice(&c.call("GET", &q("closeme000001"), None).await.body).unwrap();
+    assert_eq!(t.trade_state, "SUCCESS");
+    assert!(
+        h.pay_late_out_trade_no(DEMO_V3_MCHID, "closeme000001")
+            .is_err()
+    );
     let r = c
         .call(
             "POST",

@@ -151,6 +151,58 @@ pub struct RefundList {
     pub refunds: Vec<Refund>,
 }
 
+/// `client_ip`: an IPv4 or an IPv6 address.
+pub(crate) fn ip_address() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, SchemaFormat, Type};
+    let ip = |format: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom(format.into())))
+    };
+    let any = AnyOfBuilder::new()
+        .item(ip("ipv4"))
+        .item(ip("ipv6"))
+        .description(Some("The user's IP address (IPv4 or IPv6)."))
+        .build();
+    utoipa::openapi::RefOr::T(Schema::AnyOf(any))
+}
+
+/// OpenAPI links from a created order to what can be done with it, so that a client generator
+/// (or schemathesis' stateful phase) can follow the flow: create → get / pay / hint / refund.
+struct OrderLinks;
+
+impl Modify for OrderLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::link::LinkBuilder;
+        let Some(create) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/orders")
+            .and_then(|item| item.post.as_mut())
+        else {
+            return;
+        };
+        let Some(RefOr::T(created)) = create.responses.responses.get_mut("201") else {
+            return;
+        };
+        for (name, operation_id) in [
+            ("GetOrder", "get_order"),
+            ("PayOrder", "pay_order"),
+            ("ClientResult", "client_result"),
+            ("CreateRefund", "create_refund"),
+            ("ListRefunds", "list_refunds"),
+        ] {
+            let link = LinkBuilder::new()
+                .operation_id(operation_id)
+                .parameter("order_no", "$response.body#/order_no")
+                .description(format!("`{operation_id}` for the order just placed"))
+                .build();
+            created.links.insert(name.to_string(), RefOr::T(link));
+        }
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -188,7 +240,7 @@ impl Modify for BearerAuth {
         crate::routes::coupons::list,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &OrderLinks),
     security(("api_key" = []), ("user_jwt" = [])),
     tags(
         (name = "orders", description = "Orders, payment and the app's hint"),

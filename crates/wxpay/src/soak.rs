@@ -47,7 +47,7 @@ pub struct SoakArgs {
     /// Sandbox time scale (WeChat's retry schedule × this).
     #[arg(long, default_value_t = 0.01)]
     pub time_scale: f64,
-    /// Kill a process with SIGKILL this many times (and restart it).
+    /// Kill one process (the first) with SIGKILL this many times, restarting it each time.
     #[arg(long, default_value_t = 2)]
     pub kills: usize,
     /// Restart the local Redis once during the run.
@@ -437,7 +437,8 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 if what == "kill" {
-                    let victim = done.0 % procs.lock().unwrap_or_else(|p| p.into_inner()).len();
+                    // The same process every time: killed, restarted, killed again.
+                    let victim = 0;
                     eprintln!("soak: SIGKILL process {victim}");
                     procs.lock().unwrap_or_else(|p| p.into_inner())[victim].kill();
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -524,6 +525,95 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // WeChat's race, on purpose: a few abandoned orders, already closed here and at WeChat, are
+    // paid after all (a user who was mid-payment). Each must become a PAID_AFTER_CLOSE anomaly
+    // with its event, and (late_success_refund = true) an APIv3 one is refunded automatically.
+    let late_targets = sqlx_rows(
+        &store,
+        "SELECT a.out_trade_no, a.merchant_id, a.order_no, '' FROM payment_attempts a \
+         JOIN orders o ON o.order_no = a.order_no WHERE o.state = 'CLOSED' ORDER BY a.out_trade_no",
+    )
+    .await?;
+    let want_late = (total / 100).max(1);
+    let mut late_paid: Vec<(String, String)> = Vec::new(); // (order_no, merchant)
+    for (out_trade_no, merchant, order_no, _) in &late_targets {
+        if late_paid.len() >= want_late {
+            break;
+        }
+        if late_paid.iter().any(|(o, _)| o == order_no) {
+            continue;
+        }
+        let key = if merchant == "v3-demo" {
+            sb::DEMO_V3_MCHID
+        } else {
+            sb::DEMO_LEGACY_PARTNER
+        };
+        if sandbox.pay_late_out_trade_no(key, out_trade_no).is_ok() {
+            late_paid.push((order_no.clone(), merchant.clone()));
+        }
+    }
+    eprintln!(
+        "soak: {} closed orders paid late at the sandbox; settling",
+        late_paid.len()
+    );
+    let late_in = |col: &str| {
+        let list = late_paid
+            .iter()
+            .map(|(o, _)| format!("'{o}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        if list.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            format!("{col} IN ({list})")
+        }
+    };
+    let late_deadline = Instant::now() + Duration::from_secs(args.settle_timeout_secs);
+    loop {
+        let handled = scalar(
+            &store,
+            &format!(
+                "SELECT COUNT(DISTINCT order_no) AS n FROM anomalies WHERE kind = 'PAID_AFTER_CLOSE' AND {}",
+                late_in("order_no")
+            ),
+        )
+        .await?;
+        let pending_refunds = scalar(
+            &store,
+            "SELECT COUNT(*) AS n FROM refunds WHERE state IN ('PENDING','PROCESSING')",
+        )
+        .await?;
+        let events = scalar(&store, "SELECT COUNT(*) AS n FROM outbox_events").await?;
+        let received = deliveries.lock().unwrap_or_else(|p| p.into_inner()).len() as i64;
+        if handled >= late_paid.len() as i64 && pending_refunds == 0 && received >= events {
+            break;
+        }
+        if Instant::now() > late_deadline {
+            eprintln!(
+                "soak: settle timeout after the late payments (handled {handled}, open refunds {pending_refunds}, events {events}, received {received})"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let late_handled = scalar(
+        &store,
+        &format!(
+            "SELECT COUNT(DISTINCT order_no) AS n FROM anomalies WHERE kind = 'PAID_AFTER_CLOSE' AND {}",
+            late_in("order_no")
+        ),
+    )
+    .await?;
+    let late_v3 = late_paid.iter().filter(|(_, m)| m == "v3-demo").count() as i64;
+    let late_refunded = scalar(
+        &store,
+        &format!(
+            "SELECT COUNT(DISTINCT order_no) AS n FROM refunds WHERE kind = 'late' AND state = 'SUCCESS' AND {}",
+            late_in("order_no")
+        ),
+    )
+    .await?;
+
     // Figures.
     let mut figures: Vec<(String, i64, bool)> = Vec::new();
     let mut sandbox_paid = 0i64;
@@ -567,6 +657,37 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         .count() as i64;
     let double = scalar(&store, "SELECT COUNT(*) AS n FROM (SELECT order_no FROM outbox_events WHERE event_type = 'order.paid' GROUP BY order_no HAVING COUNT(*) > 1) x").await?;
     let coupons_twice = scalar(&store, "SELECT COUNT(*) AS n FROM (SELECT coupon_code FROM orders WHERE coupon_code IS NOT NULL AND state IN ('PAID','PARTIALLY_REFUNDED','REFUNDED') GROUP BY coupon_code HAVING COUNT(*) > 1) x").await?;
+    let with_coupon = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM orders WHERE coupon_code IS NOT NULL",
+    )
+    .await?;
+    let coupons_used = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM coupons WHERE state = 'USED'",
+    )
+    .await?;
+    let coupons_unpaid = scalar(&store, "SELECT COUNT(*) AS n FROM coupons c JOIN orders o ON o.order_no = c.order_no WHERE c.state = 'USED' AND o.state NOT IN ('PAID','PARTIALLY_REFUNDED','REFUNDED')").await?;
+    let closed_orders = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM orders WHERE state = 'CLOSED'",
+    )
+    .await?;
+    let refunds_order = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM refunds WHERE kind = 'order'",
+    )
+    .await?;
+    let refunds_ok = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM refunds WHERE state = 'SUCCESS'",
+    )
+    .await?;
+    let refunds_open = scalar(
+        &store,
+        "SELECT COUNT(*) AS n FROM refunds WHERE state IN ('PENDING','PROCESSING')",
+    )
+    .await?;
     let notes = sandbox.notifications();
     let forged_sent = notes
         .iter()
@@ -581,6 +702,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         })
         .count() as i64;
     let now_ms = wxpay_gateway::Clock::now_ms(&wxpay_gateway::SystemClock);
+    let open_past_expiry = scalar(&store, &format!("SELECT COUNT(*) AS n FROM orders WHERE state IN ('CREATED','PAYING') AND expires_at < {}", now_ms - 300_000)).await?;
     let stuck = scalar(&store, &format!("SELECT COUNT(*) AS n FROM payment_attempts a JOIN orders o ON o.order_no = a.order_no WHERE a.state = 'PENDING' AND o.expires_at < {}", now_ms - 300_000)).await?;
     let events: Vec<(String, String, String, String)> = sqlx_rows(
         &store,
@@ -624,6 +746,26 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     ));
     figures.push(("PAID_AFTER_CLOSE anomalies recorded".into(), pac, false));
     figures.push((
+        "  of them: closed orders paid late on purpose".into(),
+        late_paid.len() as i64,
+        false,
+    ));
+    figures.push((
+        "  late payments not handled (no PAID_AFTER_CLOSE)".into(),
+        late_paid.len() as i64 - late_handled,
+        true,
+    ));
+    figures.push((
+        "  late APIv3 payments refunded automatically".into(),
+        late_refunded,
+        false,
+    ));
+    figures.push((
+        "  late APIv3 payments not refunded".into(),
+        late_v3 - late_refunded,
+        true,
+    ));
+    figures.push((
         "payments lost (paid at WeChat, not recorded here)".into(),
         lost,
         true,
@@ -635,6 +777,30 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     ));
     figures.push(("double transitions".into(), double, true));
     figures.push(("coupons used twice".into(), coupons_twice, true));
+    figures.push(("orders with a coupon".into(), with_coupon, false));
+    figures.push(("coupons USED".into(), coupons_used, false));
+    figures.push((
+        "coupons USED by an order not paid".into(),
+        coupons_unpaid,
+        true,
+    ));
+    figures.push((
+        "orders CLOSED (abandoned or refused, expired)".into(),
+        closed_orders,
+        false,
+    ));
+    figures.push((
+        "orders still open past expiry".into(),
+        open_past_expiry,
+        true,
+    ));
+    figures.push((
+        "refunds requested (partial, APIv3)".into(),
+        refunds_order,
+        false,
+    ));
+    figures.push(("refunds SUCCESS".into(), refunds_ok, false));
+    figures.push(("refunds still open".into(), refunds_open, true));
     figures.push(("forged/probe notifications sent".into(), forged_sent, false));
     figures.push(("forged accepted".into(), forged_accepted, true));
     figures.push(("attempts stuck PENDING past expiry".into(), stuck, true));

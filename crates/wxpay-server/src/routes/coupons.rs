@@ -1,4 +1,4 @@
-use super::{State, idempotent};
+use super::{State, idempotent, int};
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use axum::body::Bytes;
@@ -14,15 +14,21 @@ use wxpay_store::{Coupon, NewCoupon, new_id};
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateCoupon {
     /// 1-64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     user_id: String,
     /// Integer fen off, > 0.
+    #[serde(deserialize_with = "int::whole")]
+    #[schema(minimum = 1)]
     discount_fen: i64,
     /// The order amount (fen) needed to use it; default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int::whole")]
+    #[schema(minimum = 0)]
     min_spend_fen: i64,
-    /// Unix seconds.
+    /// Unix seconds, in the future.
+    #[serde(default, deserialize_with = "int::maybe_whole")]
     expires_at: Option<i64>,
     /// 1-32 of `[A-Za-z0-9_-]`; generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
     code: Option<String>,
 }
 
@@ -42,7 +48,7 @@ pub fn coupon_json(c: &Coupon) -> serde_json::Value {
     tag = "coupons",
     summary = "Issue a coupon to a user (API key)",
     request_body = CreateCoupon,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. Replays the first answer for the same key and body; another body with the same key is refused (422).")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "The coupon, AVAILABLE", body = crate::openapi::Coupon),
@@ -78,7 +84,7 @@ pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Resp
         || async move {
             let req: CreateCoupon = serde_json::from_slice(&raw)
                 .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
-            if req.user_id.is_empty() || req.user_id.len() > 64 {
+            if !super::orders::valid_user_id(&req.user_id) {
                 return Err(ApiError::unprocessable(
                     "invalid_user_id",
                     "user_id must be 1-64 characters",
@@ -141,10 +147,10 @@ pub struct ListQuery {
     operation_id = "list_coupons",
     tag = "coupons",
     summary = "A user's coupons",
-    params(("user_id" = Option<String>, Query, description = "Required with an API key; a user token defaults to its own.")),
+    params(("user_id" = String, Query, min_length = 1, max_length = 64, description = "Whose coupons. (A user token may leave it out: it defaults to its own.)")),
     responses(
         (status = 200, description = "The coupons", body = crate::openapi::CouponList),
-        (status = 400, description = "`user_id` missing", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`user_id` missing or not 1-64 characters", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A user token asking for another user", body = crate::openapi::ErrorBody),
     )
@@ -167,6 +173,10 @@ pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQu
             return ApiError::bad_request("missing_user_id", "user_id is required").into_response();
         }
     };
+    if !super::orders::valid_user_id(&user) {
+        return ApiError::bad_request("invalid_user_id", "user_id must be 1-64 characters")
+            .into_response();
+    }
     if !principal.may_act_for(&user) {
         return ApiError::forbidden("a user token sees only its own coupons").into_response();
     }

@@ -27,13 +27,16 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+    // 1-255 visible ASCII characters, no spaces (the pattern `^[!-~]+$` of the OpenAPI spec).
+    let key = match headers.get("idempotency-key").map(|v| v.as_bytes()) {
         None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k.to_string()),
+        Some(k) if (1..=255).contains(&k.len()) && k.iter().all(|b| (b'!'..=b'~').contains(b)) => {
+            Some(String::from_utf8_lossy(k).into_owned())
+        }
         Some(_) => {
             return ApiError::bad_request(
                 "invalid_idempotency_key",
-                "Idempotency-Key must be 1-255 visible characters",
+                "Idempotency-Key must be 1-255 visible ASCII characters without spaces",
             )
             .into_response();
         }

@@ -4,6 +4,7 @@ mod admin;
 pub(crate) mod coupons;
 mod health;
 mod idempotent;
+pub(crate) mod int;
 mod notify;
 pub(crate) mod orders;
 

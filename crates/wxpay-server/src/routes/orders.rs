@@ -1,4 +1,4 @@
-use super::{State, idempotent};
+use super::{State, idempotent, int};
 use crate::auth::{Principal, authenticate};
 use crate::error::ApiError;
 use crate::payments;
@@ -20,13 +20,19 @@ const MAX_ITEMS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOrder {
     /// 1-64 characters; a user token may only order for itself.
+    #[schema(min_length = 1, max_length = 64)]
     user_id: String,
     /// Shown in WeChat: 1-127 bytes of UTF-8, no emoji or control characters.
+    #[schema(min_length = 1, max_length = 127)]
     subject: String,
     /// The total in integer fen (> 0), for an order without `items`.
+    #[serde(default, deserialize_with = "int::maybe_whole")]
+    #[schema(minimum = 1)]
     amount_fen: Option<i64>,
     /// 1-100 lines; the total is their sum.
+    #[schema(min_items = 1, max_items = 100)]
     items: Option<Vec<Item>>,
+    /// One of the user's AVAILABLE coupons.
     coupon_code: Option<String>,
 }
 
@@ -35,12 +41,18 @@ pub(crate) struct CreateOrder {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Item {
     /// 1-32 bytes.
+    #[schema(min_length = 1, max_length = 32)]
     sku: String,
     /// 1-256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     name: String,
     /// Integer fen, > 0.
+    #[serde(deserialize_with = "int::whole")]
+    #[schema(minimum = 1)]
     unit_price_fen: i64,
     /// > 0.
+    #[serde(deserialize_with = "int::whole")]
+    #[schema(minimum = 1)]
     quantity: i64,
 }
 
@@ -71,6 +83,11 @@ fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, ApiError> 
         state.settings.auth.jwt_secret.as_ref(),
         state.now_ms() / 1000,
     )
+}
+
+/// 1-64 characters (not bytes: any script is welcome).
+pub(crate) fn valid_user_id(user_id: &str) -> bool {
+    (1..=64).contains(&user_id.chars().count())
 }
 
 fn invalid(code: &str, msg: impl Into<String>) -> ApiError {
@@ -141,7 +158,7 @@ fn price(req: &CreateOrder) -> Result<(i64, Option<String>), ApiError> {
     summary = "Place an order",
     description = "Prices the order in integer fen and reserves the coupon, if any (payable = amount - discount).",
     request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. Replays the first answer for the same key and body; another body with the same key is refused (422).")),
     responses(
         (status = 201, description = "The order, CREATED", body = crate::openapi::Order),
         (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
@@ -168,7 +185,7 @@ pub async fn create(S(state): S<State>, headers: HeaderMap, body: Bytes) -> Resp
         || async move {
             let req: CreateOrder = serde_json::from_slice(&raw)
                 .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
-            if req.user_id.is_empty() || req.user_id.len() > 64 {
+            if !valid_user_id(&req.user_id) {
                 return Err(invalid(
                     "invalid_user_id",
                     "user_id must be 1-64 characters",
@@ -272,10 +289,10 @@ pub struct ListQuery {
     operation_id = "list_orders",
     tag = "orders",
     summary = "A user's orders, newest first (at most 100)",
-    params(("user_id" = Option<String>, Query, description = "Required with an API key; a user token defaults to its own.")),
+    params(("user_id" = String, Query, min_length = 1, max_length = 64, description = "Whose orders. (A user token may leave it out: it defaults to its own.)")),
     responses(
         (status = 200, description = "The orders", body = crate::openapi::OrderList),
-        (status = 400, description = "`user_id` missing", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`user_id` missing or not 1-64 characters", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or a wrong API key / token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A user token asking for another user", body = crate::openapi::ErrorBody),
     )
@@ -293,6 +310,12 @@ pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQu
                 ));
             }
         };
+        if !valid_user_id(&user) {
+            return Err(ApiError::bad_request(
+                "invalid_user_id",
+                "user_id must be 1-64 characters",
+            ));
+        }
         if !p.may_act_for(&user) {
             return Err(ApiError::forbidden("a user token sees only its own orders"));
         }
@@ -311,6 +334,7 @@ pub(crate) struct PayBody {
     /// A configured merchant id, e.g. `legacy-demo` or `v3-demo`.
     merchant: String,
     /// The user's IP address (IPv4 or IPv6).
+    #[schema(schema_with = crate::openapi::ip_address)]
     client_ip: String,
 }
 
@@ -323,7 +347,7 @@ pub(crate) struct PayBody {
     summary = "Prepay at WeChat and get the app's signed parameters",
     description = "Asks WeChat for a prepay id (reusing a still-valid one) and signs the parameters the app hands the WeChat SDK.",
     request_body = PayBody,
-    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. Replays the first answer for the same key and body; another body with the same key is refused (422).")),
     responses(
         (status = 200, description = "The attempt and the app's parameters", body = crate::openapi::PayResponse),
         (status = 400, description = "Not JSON, or a bad Idempotency-Key", body = crate::openapi::ErrorBody),
@@ -400,11 +424,15 @@ pub async fn client_result(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RefundBody {
-    /// Integer fen; all refunds together never exceed what was paid.
+    /// Integer fen (> 0); all refunds together never exceed what was paid.
+    #[serde(deserialize_with = "int::whole")]
+    #[schema(minimum = 1)]
     amount_fen: i64,
     /// At most 80 bytes, no emoji; shown to the user.
+    #[schema(max_length = 80)]
     reason: Option<String>,
     /// Your refund number (1-64 of `[0-9A-Za-z_-|*@]`); the same number is the same refund.
+    #[schema(pattern = r"^[0-9A-Za-z_\-|*@]{1,64}$")]
     out_refund_no: Option<String>,
 }
 
@@ -416,7 +444,7 @@ pub(crate) struct RefundBody {
     tag = "refunds",
     summary = "Refund part or all of a paid order (API key, APIv3 merchants)",
     request_body = RefundBody,
-    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for the same key and body; another body with the same key is refused (422).")),
+    params(("order_no" = String, Path, description = "The order number (`ord_…`)."), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1-255 visible ASCII characters. Replays the first answer for the same key and body; another body with the same key is refused (422).")),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "The refund (PROCESSING until WeChat decides, or already decided)", body = crate::openapi::Refund),
