@@ -151,6 +151,12 @@ pub async fn record_success(
     source: PaidSource,
     receipt_id: Option<i64>,
 ) -> Result<MarkPaid, ApiError> {
+    // Only APIv3 has a refund API; a late legacy payment stays an anomaly for a person.
+    let refund_if_late = state.settings.late_success_refund
+        && state
+            .gateways
+            .get(merchant)
+            .is_some_and(|g| g.protocol() == wxpay_gateway::Protocol::V3);
     let out = state
         .store
         .mark_paid(
@@ -161,6 +167,7 @@ pub async fn record_success(
                 paid_fen: amount_fen,
                 source,
                 receipt_id,
+                refund_if_late,
             },
             state.now_ms(),
         )
@@ -168,9 +175,12 @@ pub async fn record_success(
     if matches!(
         out,
         MarkPaid::PaidAfterClose { .. } | MarkPaid::DuplicatePayment { .. }
-    ) && state.settings.late_success_refund
-    {
-        refund_late_payment(state, merchant, out_trade_no).await;
+    ) {
+        if refund_if_late {
+            tracing::warn!(%out_trade_no, out_refund_no = %format!("late-{out_trade_no}"), "late payment: full refund reserved (the refund sweeper sends it)");
+        } else if state.settings.late_success_refund {
+            tracing::warn!(%out_trade_no, "late payment needs a manual refund (the 2014 protocol has no refund API)");
+        }
     }
     crate::metrics::payment_outcome(merchant, source.as_str(), &out);
     match &out {
@@ -225,33 +235,5 @@ pub async fn confirm_by_query(state: &AppState, order: &Order) -> Result<(), Api
             "WeChat Pay could not be asked now; the payment will still be picked up by its notification",
         )),
         _ => Ok(()),
-    }
-}
-
-/// `late_success_refund`: gives back a payment that should not have happened (a success for a
-/// closed order, or a second payment of a paid order). Only the refund is reserved here, due at
-/// once: the refund sweeper sends it (and resends it until WeChat confirms), so answering
-/// WeChat's notification never waits for another WeChat call. The anomaly stays on record.
-async fn refund_late_payment(state: &AppState, merchant: &str, out_trade_no: &str) {
-    let supports = state
-        .gateways
-        .get(merchant)
-        .is_some_and(|g| g.protocol() == wxpay_gateway::Protocol::V3);
-    if !supports {
-        tracing::warn!(%out_trade_no, "late payment needs a manual refund (the 2014 protocol has no refund API)");
-        return;
-    }
-    match state
-        .store
-        .create_late_refund(out_trade_no, state.now_ms())
-        .await
-    {
-        Ok(wxpay_store::RefundCreated::New(r)) => {
-            tracing::warn!(%out_trade_no, out_refund_no = %r.out_refund_no, "late payment: full refund scheduled");
-        }
-        Ok(wxpay_store::RefundCreated::Existing(_)) => {}
-        Err(e) => {
-            tracing::warn!(%out_trade_no, error = %e, "could not schedule the automatic refund")
-        }
     }
 }

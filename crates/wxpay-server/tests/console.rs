@@ -177,6 +177,7 @@ async fn amount_mismatch(app: &TestApp) -> (String, i64) {
                 paid_fen: 5,
                 source: PaidSource::Query,
                 receipt_id: None,
+                refund_if_late: false,
             },
             app.state.now_ms(),
         )

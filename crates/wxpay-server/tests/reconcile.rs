@@ -350,6 +350,7 @@ async fn a_payment_wechat_never_saw_is_unresolved() {
                     paid_fen: 880,
                     source: PaidSource::Query,
                     receipt_id: None,
+                    refund_if_late: false,
                 },
                 now,
             )

@@ -87,6 +87,7 @@ impl Store {
                 // call, so the connection is only held for microseconds.
                 AnyPoolOptions::new()
                     .max_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
@@ -101,9 +102,13 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
+                // No ping before each checkout: it is a round trip per query on the hot path. A
+                // connection that died (a restarted server) fails its next query, sqlx drops it,
+                // and the request or job is retried like any failed one.
                 AnyPoolOptions::new()
                     .max_connections(32)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect(url)
                     .await?

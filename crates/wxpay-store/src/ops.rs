@@ -95,6 +95,9 @@ pub struct PaymentSuccess {
     pub paid_fen: i64,
     pub source: PaidSource,
     pub receipt_id: Option<i64>,
+    /// `late_success_refund` for this merchant (APIv3): when the success turns out to be a
+    /// PAID_AFTER_CLOSE or DUPLICATE_PAYMENT, reserve its full refund in the same transaction.
+    pub refund_if_late: bool,
 }
 
 /// What `mark_paid` did.
@@ -239,6 +242,21 @@ pub(crate) fn decode_anomaly(r: &AnyRow) -> Result<Anomaly> {
 }
 
 /// A random, URL-safe identifier with a prefix (`evt_…`).
+/// Why an order cannot get a new payment attempt at `now`, if it cannot.
+fn not_payable(order: &Order, now: i64) -> Result<()> {
+    match order.state {
+        OrderState::Created | OrderState::Paying => {}
+        OrderState::Paid | OrderState::PartiallyRefunded | OrderState::Refunded => {
+            return Err(reject("order_paid", "the order has already been paid"));
+        }
+        OrderState::Closed => return Err(reject("order_closed", "the order is closed")),
+    }
+    if order.expires_at <= now {
+        return Err(reject("order_expired", "the order has expired"));
+    }
+    Ok(())
+}
+
 pub fn new_id(prefix: &str) -> String {
     use rand::RngExt;
     let mut rng = rand::rng();
@@ -508,20 +526,14 @@ impl Store {
     /// Opens a new payment attempt: the order must be payable (CREATED or PAYING, not expired);
     /// it becomes PAYING.
     pub async fn start_attempt(&self, a: &NewAttempt, now: i64) -> Result<Attempt> {
+        if self.backend == Backend::Postgres {
+            return self.start_attempt_one_statement(a, now).await;
+        }
         let mut tx = self.pool.begin().await?;
         let order = fetch_order(&mut tx, &a.order_no, self.for_update())
             .await?
             .ok_or_else(|| reject("order_not_found", format!("no order {}", a.order_no)))?;
-        match order.state {
-            OrderState::Created | OrderState::Paying => {}
-            OrderState::Paid | OrderState::PartiallyRefunded | OrderState::Refunded => {
-                return Err(reject("order_paid", "the order has already been paid"));
-            }
-            OrderState::Closed => return Err(reject("order_closed", "the order is closed")),
-        }
-        if order.expires_at <= now {
-            return Err(reject("order_expired", "the order has expired"));
-        }
+        not_payable(&order, now)?;
         sqlx::query(
             "UPDATE orders SET state = 'PAYING', merchant_id = $1, updated_at = $2 \
              WHERE order_no = $3 AND state IN ('CREATED', 'PAYING')",
@@ -549,6 +561,44 @@ impl Store {
         let attempt = decode_attempt_row(&row)?;
         tx.commit().await?;
         Ok(attempt)
+    }
+
+    /// PostgreSQL: the same transition as one statement (one round trip instead of five): the
+    /// guarded UPDATE locks the order row and feeds the INSERT; no row means not payable, and
+    /// only then is the order read to say why.
+    async fn start_attempt_one_statement(&self, a: &NewAttempt, now: i64) -> Result<Attempt> {
+        let sql = format!(
+            "WITH o AS (UPDATE orders SET state = 'PAYING', merchant_id = $1, updated_at = $2 \
+             WHERE order_no = $3 AND state IN ('CREATED', 'PAYING') AND expires_at > $2 \
+             RETURNING order_no, payable_fen) \
+             INSERT INTO payment_attempts (out_trade_no, order_no, merchant_id, protocol, amount_fen, \
+             state, created_at, updated_at, next_query_at, query_count, request_json) \
+             SELECT $4, o.order_no, $1, $5, o.payable_fen, 'PENDING', $2, $2, $6, 0, $7 FROM o \
+             RETURNING {ATTEMPT_COLS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&a.merchant_id)
+            .bind(now)
+            .bind(&a.order_no)
+            .bind(&a.out_trade_no)
+            .bind(&a.protocol)
+            .bind(a.next_query_at)
+            .bind(&a.request_json)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            return decode_attempt_row(&row);
+        }
+        let order = self
+            .get_order(&a.order_no)
+            .await?
+            .ok_or_else(|| reject("order_not_found", format!("no order {}", a.order_no)))?;
+        not_payable(&order, now)?;
+        // Payable now, not a moment ago: the order changed under us; the caller may retry.
+        Err(reject(
+            "order_busy",
+            "the order changed while the payment was starting; try again",
+        ))
     }
 
     /// Records the prepay id WeChat gave for a pending attempt.
@@ -904,6 +954,17 @@ impl Store {
         )
         .await?;
         insert_event_tx(tx, event, Some(order_no), payload, now).await?;
+        if p.refund_if_late {
+            crate::refunds::reserve_late_refund_tx(
+                tx,
+                &p.out_trade_no,
+                order_no,
+                &p.merchant_id,
+                p.paid_fen,
+                now,
+            )
+            .await?;
+        }
         set_receipt_outcome(tx, p.receipt_id, outcome.as_str()).await?;
         Ok(outcome)
     }

@@ -98,61 +98,36 @@ impl RefundOutcome {
     }
 }
 
-impl Store {
-    /// Reserves the full refund of a payment that should not have happened (a success for a
-    /// closed order, or a second payment of a paid order). Idempotent: one per attempt, with the
-    /// out_refund_no `late-<out_trade_no>`.
-    pub async fn create_late_refund(&self, out_trade_no: &str, now: i64) -> Result<RefundCreated> {
-        let out_refund_no = format!("late-{out_trade_no}");
-        if let Some(existing) = self.get_refund(&out_refund_no).await? {
-            return Ok(RefundCreated::Existing(existing));
-        }
-        let row = sqlx::query(
-            "SELECT order_no, merchant_id, paid_fen, state, anomaly FROM payment_attempts WHERE out_trade_no = $1",
-        )
-        .bind(out_trade_no)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or_else(|| reject("attempt_not_found", format!("no attempt {out_trade_no}")))?;
-        let anomaly: Option<String> = row.try_get("anomaly")?;
-        let state: String = row.try_get("state")?;
-        let paid: Option<i64> = row.try_get("paid_fen")?;
-        let late = matches!(
-            anomaly.as_deref(),
-            Some("PAID_AFTER_CLOSE") | Some("DUPLICATE_PAYMENT")
-        );
-        let (true, "SUCCEEDED", Some(paid)) = (late, state.as_str(), paid) else {
-            return Err(reject(
-                "not_a_late_payment",
-                "only a payment recorded as PAID_AFTER_CLOSE or DUPLICATE_PAYMENT is refunded this way",
-            ));
-        };
-        let order_no: String = row.try_get("order_no")?;
-        let merchant: String = row.try_get("merchant_id")?;
-        let res = sqlx::query(
-            "INSERT INTO refunds (out_refund_no, order_no, out_trade_no, merchant_id, amount_fen, total_fen,              reason, state, created_at, updated_at, next_query_at, kind)              VALUES ($1, $2, $3, $4, $5, $5, $6, 'PENDING', $7, $7, $8, 'late') ON CONFLICT DO NOTHING",
-        )
-        .bind(&out_refund_no)
-        .bind(&order_no)
-        .bind(out_trade_no)
-        .bind(&merchant)
-        .bind(paid)
-        .bind("payment after the order was closed or already paid")
-        .bind(now)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        let r = self
-            .get_refund(&out_refund_no)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(out_refund_no))?;
-        Ok(if res.rows_affected() == 1 {
-            RefundCreated::New(r)
-        } else {
-            RefundCreated::Existing(r)
-        })
-    }
+/// `late_success_refund`: reserves, inside the transaction that records a payment that should
+/// not have happened (a success for a closed order, a second payment of a paid order), the full
+/// refund of it — due at once, with the out_refund_no `late-<out_trade_no>`; the refund sweeper
+/// sends it. In the same transaction as the anomaly, so a crash cannot keep one without the other.
+pub(crate) async fn reserve_late_refund_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    out_trade_no: &str,
+    order_no: &str,
+    merchant_id: &str,
+    paid_fen: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refunds (out_refund_no, order_no, out_trade_no, merchant_id, amount_fen, \
+         total_fen, reason, state, created_at, updated_at, next_query_at, kind) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, 'PENDING', $7, $7, $7, 'late') ON CONFLICT DO NOTHING",
+    )
+    .bind(format!("late-{out_trade_no}"))
+    .bind(order_no)
+    .bind(out_trade_no)
+    .bind(merchant_id)
+    .bind(paid_fen)
+    .bind("payment after the order was closed or already paid")
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
 
+impl Store {
     /// Reserves a refund of a paid order. Refused when the order is not paid, when the refunds
     /// not CLOSED would exceed the paid amount, or when `out_refund_no` exists with another amount.
     pub async fn create_refund(&self, r: &NewRefund, now: i64) -> Result<RefundCreated> {

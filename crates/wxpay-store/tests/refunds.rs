@@ -58,6 +58,7 @@ async fn paid_order(s: &Store, order_no: &str, amount: i64, coupon: Option<&str>
                 paid_fen: payable,
                 source: PaidSource::Notify,
                 receipt_id: None,
+                refund_if_late: false,
             },
             NOW,
         )

@@ -47,6 +47,7 @@ fn success(out_trade_no: &str, fen: i64, receipt: Option<i64>) -> PaymentSuccess
         paid_fen: fen,
         source: PaidSource::Notify,
         receipt_id: receipt,
+        refund_if_late: false,
     }
 }
 
@@ -255,12 +256,31 @@ async fn a_second_payment_of_a_paid_order_is_recorded_for_refund() {
         ));
         let second = PaymentSuccess {
             transaction_id: "t2".into(),
+            refund_if_late: true,
             ..success("p2", 1000, None)
         };
         assert!(matches!(
             s.mark_paid(&second, NOW).await.unwrap(),
             MarkPaid::DuplicatePayment { .. }
         ));
+        // late_success_refund: its full refund was reserved with the anomaly, once, due now.
+        assert!(matches!(
+            s.mark_paid(&second, NOW).await.unwrap(),
+            MarkPaid::AlreadyRecorded { .. }
+        ));
+        let refunds = s.list_refunds("o1").await.unwrap();
+        assert_eq!(refunds.len(), 1, "{refunds:?}");
+        let r = &refunds[0];
+        assert_eq!(
+            (
+                r.out_refund_no.as_str(),
+                r.out_trade_no.as_str(),
+                r.amount_fen,
+                r.state.as_str()
+            ),
+            ("late-p2", "p2", 1000, "PENDING")
+        );
+        assert_eq!(s.get_order("o1").await.unwrap().unwrap().refunded_fen, 0);
         let o = s.get_order("o1").await.unwrap().unwrap();
         assert_eq!(o.paid_out_trade_no.as_deref(), Some("p1"));
         let kinds: Vec<_> = s
@@ -332,6 +352,10 @@ async fn attempts_require_a_payable_order_and_are_reused() {
                     .unwrap_err()
             ),
             "order_expired"
+        );
+        assert!(
+            s.get_attempt("p2").await.unwrap().is_none(),
+            "a refused attempt leaves nothing behind"
         );
         s.mark_paid(&success("p1", 1000, None), NOW).await.unwrap();
         assert_eq!(

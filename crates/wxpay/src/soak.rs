@@ -536,7 +536,15 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     .await?;
     let want_late = (total / 100).max(1);
     let mut late_paid: Vec<(String, String)> = Vec::new(); // (order_no, merchant)
-    for (out_trade_no, merchant, order_no, _) in &late_targets {
+    // Both protocols alike: legacy and APIv3 candidates interleaved.
+    let (legacy_c, v3_c): (Vec<_>, Vec<_>) =
+        late_targets.iter().partition(|(_, m, _, _)| m != "v3-demo");
+    let mut interleaved = Vec::new();
+    for k in 0..legacy_c.len().max(v3_c.len()) {
+        interleaved.extend(legacy_c.get(k).copied());
+        interleaved.extend(v3_c.get(k).copied());
+    }
+    for (out_trade_no, merchant, order_no, _) in interleaved {
         if late_paid.len() >= want_late {
             break;
         }
@@ -548,8 +556,9 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         } else {
             sb::DEMO_LEGACY_PARTNER
         };
-        if sandbox.pay_late_out_trade_no(key, out_trade_no).is_ok() {
-            late_paid.push((order_no.clone(), merchant.clone()));
+        match sandbox.pay_late_out_trade_no(key, out_trade_no) {
+            Ok(_) => late_paid.push((order_no.clone(), merchant.clone())),
+            Err(e) => eprintln!("soak: late payment of {out_trade_no} ({merchant}) refused: {e}"),
         }
     }
     eprintln!(
@@ -568,6 +577,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
             format!("{col} IN ({list})")
         }
     };
+    let late_v3 = late_paid.iter().filter(|(_, m)| m == "v3-demo").count() as i64;
     let late_deadline = Instant::now() + Duration::from_secs(args.settle_timeout_secs);
     loop {
         let handled = scalar(
@@ -583,14 +593,26 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
             "SELECT COUNT(*) AS n FROM refunds WHERE state IN ('PENDING','PROCESSING')",
         )
         .await?;
+        let refunded = scalar(
+            &store,
+            &format!(
+                "SELECT COUNT(DISTINCT order_no) AS n FROM refunds WHERE kind = 'late' AND state = 'SUCCESS' AND {}",
+                late_in("order_no")
+            ),
+        )
+        .await?;
         let events = scalar(&store, "SELECT COUNT(*) AS n FROM outbox_events").await?;
         let received = deliveries.lock().unwrap_or_else(|p| p.into_inner()).len() as i64;
-        if handled >= late_paid.len() as i64 && pending_refunds == 0 && received >= events {
+        if handled >= late_paid.len() as i64
+            && refunded >= late_v3
+            && pending_refunds == 0
+            && received >= events
+        {
             break;
         }
         if Instant::now() > late_deadline {
             eprintln!(
-                "soak: settle timeout after the late payments (handled {handled}, open refunds {pending_refunds}, events {events}, received {received})"
+                "soak: settle timeout after the late payments (handled {handled}, refunded {refunded} of {late_v3}, open refunds {pending_refunds}, events {events}, received {received})"
             );
             break;
         }
@@ -604,7 +626,6 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         ),
     )
     .await?;
-    let late_v3 = late_paid.iter().filter(|(_, m)| m == "v3-demo").count() as i64;
     let late_refunded = scalar(
         &store,
         &format!(
@@ -928,8 +949,9 @@ async fn one_payment(c: &Client, sandbox: &Sandbox, i: usize) -> Result<Option<S
         // WeChat refused (e.g. a fault answered as a business error): the order will expire.
         return Ok(Some(order_no));
     }
-    if i % 10 == 3 {
-        return Ok(Some(order_no)); // abandoned: the user never pays; expiry closes it
+    if i % 20 == 3 || i % 20 == 8 {
+        // Abandoned (one in ten, legacy and APIv3 alike): the user never pays; expiry closes it.
+        return Ok(Some(order_no));
     }
     let prepay = pay["app_params"]["prepayid"]
         .as_str()
