@@ -36,6 +36,10 @@ fn series(backend: Backend) -> &'static str {
 /// A legacy notification body of the usual size, stored in loaded receipts.
 const SAMPLE_BODY: &str = "<xml><OpenId><![CDATA[oBenchUser0000000000000000000]]></OpenId><AppId><![CDATA[wxd930ea5d5a258f4f]]></AppId><IsSubscribe>1</IsSubscribe><TimeStamp>1700000000</TimeStamp><NonceStr><![CDATA[n1000000000]]></NonceStr><AppSignature><![CDATA[0000000000000000000000000000000000000000]]></AppSignature><SignMethod><![CDATA[sha1]]></SignMethod></xml>";
 
+/// A prepay request as the attempt stores it (with a space after each colon: pgbench would read
+/// `:1700000000` as a variable).
+const SAMPLE_REQUEST: &str = r#"{"out_trade_no": "1000000000", "description": "bench", "amount": 1, "client_ip": "127.0.0.1", "notify_url": "https://shop.example.com/notify/v3-demo", "attach": null, "time_start": 1700000000, "time_expire": 1700001800, "trace_id": "bench-user-1"}"#;
+
 const SAMPLE_PAYLOAD: &str = r#"{"amount_fen":1,"merchant":"legacy-demo","order_no":"1000000000","out_trade_no":"1000000000","paid_at":1700000000000,"source":"notify","transaction_id":"4200000000000000001000000000"}"#;
 
 fn now_ms() -> i64 {
@@ -232,6 +236,11 @@ pub enum Script {
     NotifySql,
     /// The same transition as one statement (data-modifying CTE), autocommit: the reference.
     Cte,
+    /// The database work of one order + prepay on PostgreSQL, statement for statement: the
+    /// order INSERT (`POST /v1/orders`), then for `POST …/pay` the order read, the reusable-
+    /// attempt lookup, the attempt start (one UPDATE→INSERT statement) and, after WeChat's
+    /// answer, the prepay id UPDATE — five autocommit statements. New keys, nothing preloaded.
+    OrderPrepay,
 }
 
 impl Script {
@@ -241,6 +250,7 @@ impl Script {
             Script::MarkPaidOld => "pgbench old mark_paid (BEGIN+5+COMMIT)",
             Script::NotifySql => "pgbench receipt+mark_paid",
             Script::Cte => "pgbench mark_paid as 1 CTE",
+            Script::OrderPrepay => "pgbench order + prepay SQL (5 statements)",
         }
     }
 }
@@ -287,6 +297,32 @@ pub fn script(which: Script, merchant: &str) -> String {
          COMMIT;\n"
     );
     match which {
+        Script::OrderPrepay => {
+            use wxpay_store::{ATTEMPT_COLS, ORDER_COLS};
+            format!(
+                "{PREAMBLE}\\set exp :now + 1800000\n\\set pexp :now + 7200000\n\\set next :now + 10000\n\
+                 INSERT INTO orders (order_no, user_id, subject, items_json, amount_fen, discount_fen, \
+                 payable_fen, refunded_fen, coupon_code, state, created_at, updated_at, expires_at) \
+                 VALUES (:i, 'bench-user-1', 'bench', NULL, 1, 0, 1, 0, NULL, 'CREATED', :now, :now, :exp) \
+                 RETURNING {ORDER_COLS};\n\
+                 SELECT {ORDER_COLS} FROM orders WHERE order_no = :i;\n\
+                 SELECT {ATTEMPT_COLS} FROM payment_attempts a WHERE order_no = :i \
+                 AND merchant_id = '{merchant}' AND state = 'PENDING' \
+                 AND (prepay_id IS NULL OR prepay_expires_at > :now) \
+                 AND amount_fen = (SELECT payable_fen FROM orders o WHERE o.order_no = a.order_no) \
+                 ORDER BY created_at DESC LIMIT 1;\n\
+                 WITH o AS (UPDATE orders SET state = 'PAYING', merchant_id = '{merchant}', \
+                 updated_at = :now WHERE order_no = :i AND state IN ('CREATED', 'PAYING') \
+                 AND expires_at > :now RETURNING order_no, payable_fen) \
+                 INSERT INTO payment_attempts (out_trade_no, order_no, merchant_id, protocol, \
+                 amount_fen, state, created_at, updated_at, next_query_at, query_count, request_json) \
+                 SELECT :i, o.order_no, '{merchant}', 'v3', o.payable_fen, 'PENDING', :now, :now, \
+                 :next, 0, '{SAMPLE_REQUEST}' FROM o RETURNING {ATTEMPT_COLS};\n\
+                 UPDATE payment_attempts SET prepay_id = 'wx201410272009395522657a690389285100', \
+                 prepay_expires_at = :pexp, updated_at = :now \
+                 WHERE out_trade_no = :i AND state = 'PENDING';\n"
+            )
+        }
         Script::MarkPaid => format!("{PREAMBLE}{}", mark_paid.replace(":RID", ":i")),
         Script::MarkPaidOld => format!("{PREAMBLE}{}", mark_paid_old.replace(":RID", ":i")),
         Script::NotifySql => format!(
@@ -317,6 +353,16 @@ pub fn script(which: Script, merchant: &str) -> String {
              SELECT order_no, coupon_code FROM o;\n"
         ),
     }
+}
+
+/// The order lookup of `GET /v1/orders/{no}` (`Store::get_order`) on a random key of
+/// `from..to`.
+pub fn lookup_script(from: i64, to: i64) -> String {
+    format!(
+        "\\set r random({from}, {})\nSELECT {} FROM orders WHERE order_no = CAST(:r AS TEXT);\n",
+        to - 1,
+        wxpay_store::ORDER_COLS
+    )
 }
 
 /// What pgbench reported.
@@ -420,6 +466,7 @@ mod tests {
             Script::MarkPaidOld,
             Script::NotifySql,
             Script::Cte,
+            Script::OrderPrepay,
         ] {
             let text = script(s, "legacy-demo");
             assert!(text.starts_with(PREAMBLE));
@@ -427,5 +474,45 @@ mod tests {
             assert!(text.contains("WHERE out_trade_no = :i"));
         }
         assert!(script(Script::NotifySql, "m").contains("paid_receipt_id = :r_rid"));
+        // Every `:name` pgbench will substitute is a variable the script or the run defines.
+        for s in [
+            Script::MarkPaid,
+            Script::MarkPaidOld,
+            Script::NotifySql,
+            Script::Cte,
+            Script::OrderPrepay,
+        ] {
+            let text = script(s, "v3-demo");
+            let b = text.as_bytes();
+            for (at, _) in text.match_indices(':') {
+                let name: String = b[at + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .map(|c| *c as char)
+                    .collect();
+                if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                    let known = [
+                        "i",
+                        "k",
+                        "nc",
+                        "client_id",
+                        "base",
+                        "now",
+                        "exp",
+                        "pexp",
+                        "next",
+                    ];
+                    assert!(
+                        known.contains(&name.as_str())
+                            || name.starts_with("a_")
+                            || name.starts_with("r_"),
+                        "{s:?}: :{name} is not a variable"
+                    );
+                }
+            }
+        }
+        let op = script(Script::OrderPrepay, "v3-demo");
+        assert_eq!(op.matches(";\n").count(), 5, "five statements: {op}");
+        assert!(op.contains("INSERT INTO orders") && op.contains("SET prepay_id"));
     }
 }

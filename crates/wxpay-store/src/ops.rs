@@ -9,10 +9,12 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-pub(crate) const ORDER_COLS: &str = "order_no, user_id, subject, items_json, amount_fen, discount_fen, \
+/// The columns every order read selects (the bench replays the same SQL).
+pub const ORDER_COLS: &str = "order_no, user_id, subject, items_json, amount_fen, discount_fen, \
     payable_fen, refunded_fen, coupon_code, state, merchant_id, paid_out_trade_no, paid_receipt_id, \
     paid_source, created_at, updated_at, expires_at, paid_at, closed_at, close_attempts";
-pub(crate) const ATTEMPT_COLS: &str = "out_trade_no, order_no, merchant_id, protocol, amount_fen, state, \
+/// The columns every attempt read selects.
+pub const ATTEMPT_COLS: &str = "out_trade_no, order_no, merchant_id, protocol, amount_fen, state, \
     prepay_id, prepay_expires_at, transaction_id, paid_fen, paid_source, anomaly, created_at, \
     updated_at, paid_at, next_query_at, query_count, request_json";
 const COUPON_COLS: &str = "code, user_id, discount_fen, min_spend_fen, expires_at, state, \
