@@ -43,20 +43,42 @@ fn builder() -> PrometheusBuilder {
         .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
+/// How often the recorder's histograms are drained when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the Prometheus recorder as the process's `metrics` recorder (once) and returns the
 /// handle that renders it. When another recorder was installed first, a detached recorder is
 /// used instead and `/metrics` shows only what is read at scrape time.
+///
+/// The recorder keeps every histogram sample until its upkeep folds them into the buckets; a
+/// scrape does it, but a server nobody scrapes would grow without bound. So a small thread (not
+/// tied to any runtime) runs the upkeep every few seconds, for the life of the process.
 pub fn install() -> PrometheusHandle {
     HANDLE
-        .get_or_init(|| match builder().install_recorder() {
-            Ok(handle) => {
-                describe();
-                handle
+        .get_or_init(|| {
+            let handle = match builder().install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    handle
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will not see it");
+                    builder().build_recorder().handle()
+                }
+            };
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics: no upkeep thread; histograms are drained only when /metrics is scraped");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will not see it");
-                builder().build_recorder().handle()
-            }
+            handle
         })
         .clone()
 }
