@@ -58,13 +58,27 @@ async fn the_bench_runs_on_tiny_counts() {
     if pg {
         if find_pgbench(None).is_some() {
             let pgb: Vec<_> = of(Kind::Pgbench).collect();
-            assert_eq!(pgb.len(), 8, "four scripts at two concurrencies: {pgb:?}");
+            assert_eq!(
+                pgb.len(),
+                10,
+                "four mark-paid scripts and the order + prepay SQL, at two concurrencies: {pgb:?}"
+            );
             for r in pgb {
                 assert_eq!((r.ok, r.errors), (r.requested, 0), "{r:?}");
                 assert!(r.rate > 0.0);
             }
             assert!(of(Kind::Notify).all(|r| r.ratio.is_some()));
             assert!(report.targets[0].pass.is_some());
+            // Payments are set against the database's own rate for the same SQL.
+            assert!(
+                of(Kind::Payment).all(|r| r.ratio.is_some() && r.note.contains("database ceiling")),
+                "{:?}",
+                of(Kind::Payment).collect::<Vec<_>>()
+            );
+            // PostgreSQL's own lookup is measured beside our order query at each size.
+            let own: Vec<_> = of(Kind::GrowthPgbench).collect();
+            assert_eq!(own.len(), 2, "{own:?}");
+            assert!(own.iter().all(|r| r.ok == 30 && r.p50_ms > 0.0), "{own:?}");
         } else {
             eprintln!("note: pgbench is not installed; its rows are skipped");
         }

@@ -166,20 +166,10 @@ pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQu
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let user = match (&principal, q.user_id) {
-        (_, Some(u)) => u,
-        (crate::auth::Principal::User { user_id }, None) => user_id.clone(),
-        (_, None) => {
-            return ApiError::bad_request("missing_user_id", "user_id is required").into_response();
-        }
+    let user = match super::orders::listed_user(&principal, q.user_id, "coupons") {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
-    if !super::orders::valid_user_id(&user) {
-        return ApiError::bad_request("invalid_user_id", "user_id must be 1-64 characters")
-            .into_response();
-    }
-    if !principal.may_act_for(&user) {
-        return ApiError::forbidden("a user token sees only its own coupons").into_response();
-    }
     match state.store.list_coupons(&user, now).await {
         Ok(cs) => axum::Json(json!({"coupons": cs.iter().map(coupon_json).collect::<Vec<_>>()}))
             .into_response(),

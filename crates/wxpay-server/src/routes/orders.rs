@@ -90,6 +90,37 @@ pub(crate) fn valid_user_id(user_id: &str) -> bool {
     (1..=64).contains(&user_id.chars().count())
 }
 
+/// Whose list a `GET …?user_id=` asks for: the query's `user_id` (1-64 characters) or, when a
+/// user token leaves it out, its own; a user token may ask only for itself.
+pub(crate) fn listed_user(
+    p: &Principal,
+    user_id: Option<String>,
+    what: &str,
+) -> Result<String, ApiError> {
+    let user = match (p, user_id) {
+        (_, Some(u)) => u,
+        (Principal::User { user_id }, None) => user_id.clone(),
+        (_, None) => {
+            return Err(ApiError::bad_request(
+                "missing_user_id",
+                "user_id is required",
+            ));
+        }
+    };
+    if !valid_user_id(&user) {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            "user_id must be 1-64 characters",
+        ));
+    }
+    if !p.may_act_for(&user) {
+        return Err(ApiError::forbidden(format!(
+            "a user token sees only its own {what}"
+        )));
+    }
+    Ok(user)
+}
+
 fn invalid(code: &str, msg: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, msg)
 }
@@ -300,27 +331,9 @@ pub struct ListQuery {
 pub async fn list(S(state): S<State>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let r = async {
         let p = principal(&state, &headers)?;
-        let user = match (&p, q.user_id) {
-            (_, Some(u)) => u,
-            (Principal::User { user_id }, None) => user_id.clone(),
-            (_, None) => {
-                return Err(ApiError::bad_request(
-                    "missing_user_id",
-                    "user_id is required",
-                ));
-            }
-        };
-        if !valid_user_id(&user) {
-            return Err(ApiError::bad_request(
-                "invalid_user_id",
-                "user_id must be 1-64 characters",
-            ));
-        }
-        if !p.may_act_for(&user) {
-            return Err(ApiError::forbidden("a user token sees only its own orders"));
-        }
+        let user = listed_user(&p, q.user_id, "orders")?;
         let orders = state.store.list_orders_for_user(&user, 100).await?;
-        Ok(Json(
+        Ok::<_, ApiError>(Json(
             json!({"orders": orders.iter().map(order_json).collect::<Vec<_>>()}),
         ))
     };
