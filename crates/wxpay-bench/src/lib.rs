@@ -744,26 +744,7 @@ async fn run_phases(
                     base,
                 )
                 .await;
-                match r {
-                    Ok(o) => {
-                        let failed = o.failed as usize;
-                        rep.push(Row {
-                            kind: Kind::Pgbench,
-                            workload: s.label().into(),
-                            conc: c.to_string(),
-                            requested: per_client * c,
-                            ok: (o.processed as usize).saturating_sub(failed),
-                            errors: failed,
-                            rate: o.tps,
-                            p50_ms: o.latency_avg_ms,
-                            p99_ms: 0.0,
-                            ratio: None,
-                            paid_in_db: None,
-                            note: String::new(),
-                        });
-                    }
-                    Err(e) => rep.skip(format!("{} at C={c}: {e}", s.label())),
-                }
+                push_pgbench(rep, s, c, per_client, r);
             }
         }
         for &(v3, from, to) in &p.notify {
@@ -870,23 +851,8 @@ async fn run_phases(
             let per_client = (payments / c).max(1);
             let (base, _) = take(per_client * c);
             let s = Script::OrderPrepay;
-            match pg::pgbench(bin, &db.url, &pg::script(s, "v3-demo"), c, per_client, base).await {
-                Ok(o) => rep.push(Row {
-                    kind: Kind::Pgbench,
-                    workload: s.label().into(),
-                    conc: c.to_string(),
-                    requested: per_client * c,
-                    ok: (o.processed as usize).saturating_sub(o.failed as usize),
-                    errors: o.failed as usize,
-                    rate: o.tps,
-                    p50_ms: o.latency_avg_ms,
-                    p99_ms: 0.0,
-                    ratio: None,
-                    paid_in_db: None,
-                    note: String::new(),
-                }),
-                Err(e) => rep.skip(format!("{} at C={c}: {e}", s.label())),
-            }
+            let r = pg::pgbench(bin, &db.url, &pg::script(s, "v3-demo"), c, per_client, base).await;
+            push_pgbench(rep, s, c, per_client, r);
         }
         let db_ceiling = pgbench_rate_of(rep, Script::OrderPrepay, c);
         for (v3, merchant) in [(false, "legacy-demo"), (true, "v3-demo")] {
@@ -952,6 +918,36 @@ async fn run_phases(
         growth(opts, rep, ctx, url, sandbox, pgbench_bin.as_deref()).await?;
     }
     Ok(())
+}
+
+/// A pgbench run's row (rate = its tps, p50 column = its average latency), or why it is missing.
+fn push_pgbench(
+    rep: &mut BenchReport,
+    s: Script,
+    c: usize,
+    per_client: usize,
+    r: Result<pg::PgbenchOut, String>,
+) {
+    match r {
+        Ok(o) => {
+            let failed = o.failed as usize;
+            rep.push(Row {
+                kind: Kind::Pgbench,
+                workload: s.label().into(),
+                conc: c.to_string(),
+                requested: per_client * c,
+                ok: (o.processed as usize).saturating_sub(failed),
+                errors: failed,
+                rate: o.tps,
+                p50_ms: o.latency_avg_ms,
+                p99_ms: 0.0,
+                ratio: None,
+                paid_in_db: None,
+                note: String::new(),
+            });
+        }
+        Err(e) => rep.skip(format!("{} at C={c}: {e}", s.label())),
+    }
 }
 
 fn pgbench_rate(rep: &BenchReport, c: usize) -> Option<f64> {

@@ -565,40 +565,33 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
         "soak: {} closed orders paid late at the sandbox; settling",
         late_paid.len()
     );
-    let late_in = |col: &str| {
-        let list = late_paid
+    // The late orders' anomalies and refunds are counted with the same two queries while
+    // settling and for the figures.
+    let late_list = if late_paid.is_empty() {
+        "NULL".to_string() // `IN (NULL)` matches nothing
+    } else {
+        late_paid
             .iter()
             .map(|(o, _)| format!("'{o}'"))
             .collect::<Vec<_>>()
-            .join(",");
-        if list.is_empty() {
-            "1 = 0".to_string()
-        } else {
-            format!("{col} IN ({list})")
-        }
+            .join(",")
     };
+    let handled_sql = format!(
+        "SELECT COUNT(DISTINCT order_no) AS n FROM anomalies \
+         WHERE kind = 'PAID_AFTER_CLOSE' AND order_no IN ({late_list})"
+    );
+    let refunded_sql = format!(
+        "SELECT COUNT(DISTINCT order_no) AS n FROM refunds \
+         WHERE kind = 'late' AND state = 'SUCCESS' AND order_no IN ({late_list})"
+    );
     let late_v3 = late_paid.iter().filter(|(_, m)| m == "v3-demo").count() as i64;
     let late_deadline = Instant::now() + Duration::from_secs(args.settle_timeout_secs);
-    loop {
-        let handled = scalar(
-            &store,
-            &format!(
-                "SELECT COUNT(DISTINCT order_no) AS n FROM anomalies WHERE kind = 'PAID_AFTER_CLOSE' AND {}",
-                late_in("order_no")
-            ),
-        )
-        .await?;
+    let (late_handled, late_refunded) = loop {
+        let handled = scalar(&store, &handled_sql).await?;
+        let refunded = scalar(&store, &refunded_sql).await?;
         let pending_refunds = scalar(
             &store,
             "SELECT COUNT(*) AS n FROM refunds WHERE state IN ('PENDING','PROCESSING')",
-        )
-        .await?;
-        let refunded = scalar(
-            &store,
-            &format!(
-                "SELECT COUNT(DISTINCT order_no) AS n FROM refunds WHERE kind = 'late' AND state = 'SUCCESS' AND {}",
-                late_in("order_no")
-            ),
         )
         .await?;
         let events = scalar(&store, "SELECT COUNT(*) AS n FROM outbox_events").await?;
@@ -608,32 +601,16 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
             && pending_refunds == 0
             && received >= events
         {
-            break;
+            break (handled, refunded);
         }
         if Instant::now() > late_deadline {
             eprintln!(
                 "soak: settle timeout after the late payments (handled {handled}, refunded {refunded} of {late_v3}, open refunds {pending_refunds}, events {events}, received {received})"
             );
-            break;
+            break (handled, refunded);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let late_handled = scalar(
-        &store,
-        &format!(
-            "SELECT COUNT(DISTINCT order_no) AS n FROM anomalies WHERE kind = 'PAID_AFTER_CLOSE' AND {}",
-            late_in("order_no")
-        ),
-    )
-    .await?;
-    let late_refunded = scalar(
-        &store,
-        &format!(
-            "SELECT COUNT(DISTINCT order_no) AS n FROM refunds WHERE kind = 'late' AND state = 'SUCCESS' AND {}",
-            late_in("order_no")
-        ),
-    )
-    .await?;
+    };
 
     // Figures.
     let mut figures: Vec<(String, i64, bool)> = Vec::new();
